@@ -1,0 +1,42 @@
+"""Which backends exist and how to tell, without importing them, that one is installed.
+
+``importlib.util.find_spec`` on a top-level package reads the file system only:
+asking whether torch is installed must not cost a 512 MB board the ~300 MB
+that importing it would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    # Any one of these top-level modules makes the backend usable.
+    probe_modules: tuple[str, ...]
+    extra: str  # the pip extra / how to install it, for messages
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    spec.name: spec
+    for spec in (
+        BackendSpec("torch", ("torch",), "edgefl[torch] (or NVIDIA's JetPack torch on a Jetson)"),
+        BackendSpec("tensorflow", ("tensorflow",), "edgefl[tensorflow]"),
+        BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"), "edgefl[litert]"),
+    )
+}
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_backends() -> frozenset[str]:
+    return frozenset(
+        name for name, spec in BACKENDS.items() if any(_module_available(m) for m in spec.probe_modules)
+    )

@@ -1,0 +1,1 @@
+"""The `edgefl` command: modules here parse arguments and hand off, nothing more."""

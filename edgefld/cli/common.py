@@ -1,0 +1,56 @@
+"""Argument helpers shared by the subcommands: --config, and overrides built from the schema."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from edgefld.config import Config, load_config, resolve_config_path
+from edgefld.config.loader import DEFAULT_CONFIG_PATH
+from edgefld.config.schema import KEYS_BY_TABLE
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"configuration file (default: $EDGEFL_CONFIG, else {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def add_override_flags(parser: argparse.ArgumentParser, *tables: str) -> None:
+    """One flag per schema key that declares one, so flags and file can never drift apart."""
+    for table in tables:
+        group = parser.add_argument_group(f"overrides of [{table}] in the config file")
+        for key in KEYS_BY_TABLE[table].values():
+            if key.flag:
+                group.add_argument(
+                    key.flag,
+                    dest=f"override__{table}__{key.name}",
+                    metavar=key.name.upper(),
+                    help=f"{key.allowed()}",
+                )
+
+
+def overrides_from(args: argparse.Namespace) -> dict[tuple[str, str], tuple[str, Any]]:
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("override__") and value is not None:
+            _, table, name = dest.split("__", 2)
+            found[(table, name)] = (KEYS_BY_TABLE[table][name].flag or name, value)
+    return found
+
+
+def load_from_args(args: argparse.Namespace, *, optional: bool = False) -> Config:
+    """Load the config named by --config / $EDGEFL_CONFIG / the default path.
+
+    With ``optional``, a missing file at the *default* path means defaults (for
+    `edgefl detect` on a machine without edgefl installed); a path the user
+    named must exist.
+    """
+    path = resolve_config_path(args.config)
+    named = args.config is not None or "EDGEFL_CONFIG" in os.environ
+    if optional and not named and not os.path.exists(path):
+        return load_config(None, overrides_from(args))
+    return load_config(path, overrides_from(args))

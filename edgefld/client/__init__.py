@@ -1,0 +1,1 @@
+"""The client role: the daemon that keeps a board in the federation."""

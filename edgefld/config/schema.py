@@ -1,0 +1,233 @@
+"""Every configuration key edgefl knows: its table, type, range, default and meaning.
+
+This module is the single source of truth. The loader validates against it,
+the CLI builds its override flags from it, and the shipped etc/edgefl.toml is
+generated from it (``edgefl default-config``; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+REQUIRED: Any = object()  # sentinel default: the key must be set for the role that uses it
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    name = kind.get(type(value), type(value).__name__)
+    shown = repr(value) if not isinstance(value, (list, dict)) else ""
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    if isinstance(value, str):
+        shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{name} {shown}".strip()
+
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split "host:port" / "[v6]:port"; raise ValueError with a reason a person can act on."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise ValueError('an IPv6 address needs the form "[addr]:port"')
+        host, port_text = text[1:end], text[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f'"{host}" is not an IPv6 address') from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError("the port is missing")
+        if ":" in host:
+            raise ValueError('an IPv6 address needs the form "[addr]:port"')
+        if not host:
+            raise ValueError("the host is missing")
+        is_ipv4_like = all(part.isdigit() for part in host.split("."))
+        if is_ipv4_like:
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f'"{host}" is not an IPv4 address') from None
+        elif len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in host.split(".")):
+            raise ValueError(f'"{host}" is not a valid host name')
+    if not port_text.isdigit():
+        raise ValueError(f'port "{port_text}" is not a number')
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1..65535")
+    return host, port
+
+
+@dataclass(frozen=True)
+class Key:
+    table: str
+    name: str
+    kind: str  # "int" | "float" | "str" | "choice" | "host_port" | "path"
+    default: Any
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    example: Any = None  # shown in the shipped file for required keys
+    flag: str | None = None  # command-line override, e.g. "--cid"
+    extra_check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+
+    @property
+    def dotted(self) -> str:
+        return f"[{self.table}] {self.name}"
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def allowed(self) -> str:
+        """What is allowed, in words, for error messages."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        if self.kind == "host_port":
+            return 'a string "host:port" (IPv4, host name, or "[IPv6]:port"; port 1..65535)'
+        if self.kind == "path":
+            return "a string holding a file system path"
+        noun = {"int": "an integer", "float": "a number", "str": "a string"}[self.kind]
+        low = "" if self.minimum is None else f"{'>' if self.minimum_exclusive else '>='} {_fmt(self.minimum)}"
+        high = "" if self.maximum is None else f"<= {_fmt(self.maximum)}"
+        if low and high:
+            return f"{noun} {low} and {high}"
+        return f"{noun} {low or high}".strip()
+
+    def validate(self, value: Any) -> Any:
+        """Return the value in its canonical Python type, or raise ValueError(problem)."""
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"must be {self.allowed()}, got {value}")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
+        if self.kind in ("int", "float"):
+            too_low = self.minimum is not None and (
+                value <= self.minimum if self.minimum_exclusive else value < self.minimum
+            )
+            too_high = self.maximum is not None and value > self.maximum
+            if too_low or too_high:
+                raise ValueError(f"must be {self.allowed()}, got {_fmt(value)}")
+        elif self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f'must be {self.allowed()}, got "{value}"')
+        elif self.kind == "host_port":
+            try:
+                parse_host_port(value)
+            except ValueError as exc:
+                raise ValueError(f'"{value}" is not a valid address: {exc}; expected {self.allowed()}') from None
+        elif self.kind == "path":
+            if not value or "\x00" in value:
+                raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
+        if self.extra_check is not None:
+            problem = self.extra_check(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    def parse_flag(self, text: str) -> Any:
+        """Turn a command-line string into the key's type (validation happens after)."""
+        if self.kind == "int":
+            try:
+                return int(text, 10)
+            except ValueError:
+                raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
+        if self.kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
+        return text
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else repr(number)
+
+
+BACKENDS = ("auto", "torch", "tensorflow", "litert")
+TASKS = ("cifar10", "mnist", "digits")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Flower's SuperLink and SuperNode defaults moved between releases; these are edgefl's own.
+DEFAULT_FLEET_PORT = 9092
+
+KEYS: tuple[Key, ...] = (
+    # --- [client]: one board in the federation -------------------------------------------
+    Key("client", "cid", "int", REQUIRED, minimum=0, maximum=1_000_000, example=0, flag="--cid",
+        doc="This board's client id. It picks data partition `cid` of the server's `num_partitions`, "
+            "so give every board in the fleet a different one (0, 1, 2, ...)."),
+    Key("client", "server", "host_port", REQUIRED, example="192.168.1.10:9092", flag="--server",
+        doc="Address of the edgefl server's Fleet API, \"host:port\" (host name, IPv4, or \"[IPv6]:port\")."),
+    Key("client", "backend", "choice", "auto", choices=BACKENDS, flag="--backend",
+        doc="Training framework. \"auto\" lets edgefl choose from the board and what is installed "
+            "(see `edgefl detect`); naming one that is not installed is an error."),
+    Key("client", "data_dir", "path", "/var/lib/edgefl/data", flag="--data-dir",
+        doc="Where datasets are stored once, preprocessed (`edgefl data download|import`)."),
+    Key("client", "state_dir", "path", "/var/lib/edgefl/client", flag="--state-dir",
+        doc="The client's own state (Flower's node files, last round's result)."),
+    # --- [server]: the federation's coordinator ------------------------------------------
+    Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
+        doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
+            "Flower's Control and Runtime APIs stay on loopback."),
+    Key("server", "task", "choice", "digits", choices=TASKS, flag="--task",
+        doc="What the federation trains: \"cifar10\" (MobileNetV3-small), \"mnist\" (small CNN) or "
+            "\"digits\" (8x8 handwritten digits, shipped with edgefl: needs no download)."),
+    Key("server", "num_partitions", "int", 50, minimum=1, maximum=100_000, flag="--num-partitions",
+        doc="Into how many IID partitions the training set is split; a board takes partition `cid`."),
+    Key("server", "rounds", "int", 3, minimum=1, maximum=1_000_000, flag="--rounds",
+        doc="Number of federated rounds."),
+    Key("server", "min_clients", "int", 2, minimum=1, maximum=100_000, flag="--min-clients",
+        doc="A round starts only when at least this many boards are connected and it trains with no fewer."),
+    Key("server", "sample_fraction", "float", 1.0, minimum=0.0, minimum_exclusive=True, maximum=1.0,
+        flag="--sample-fraction",
+        doc="Fraction of connected boards asked to train in each round (0 < f <= 1)."),
+    Key("server", "local_epochs", "int", 3, minimum=1, maximum=10_000, flag="--local-epochs",
+        doc="Epochs each board trains on its partition per round."),
+    Key("server", "batch_size", "int", 16, minimum=1, maximum=65_536, flag="--batch-size",
+        doc="Training batch size (a board with little memory may use a smaller one: see `edgefl detect`)."),
+    Key("server", "data_dir", "path", "/var/lib/edgefl/data",
+        doc="Where the server keeps the test split for centralised evaluation."),
+    Key("server", "state_dir", "path", "/var/lib/edgefl/server", flag="--state-dir",
+        doc="Server state: Flower's database, the checkpointed global model, metrics.jsonl."),
+    # --- [log] ------------------------------------------------------------------------------
+    Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
+        doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),
+)
+
+TABLES: dict[str, str] = {
+    "client": "One board in the federation (used by `edgefl client`, unit edgefl-client).",
+    "server": "The federation's coordinator (used by `edgefl server`, unit edgefl-server).",
+    "log": "Logging, for both roles.",
+}
+
+KEYS_BY_TABLE: dict[str, dict[str, Key]] = {t: {k.name: k for k in KEYS if k.table == t} for t in TABLES}
+
+
+def key(table: str, name: str) -> Key:
+    return KEYS_BY_TABLE[table][name]
+
+
+def toml_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

@@ -1,0 +1,1 @@
+"""The server role: the daemon that runs the SuperLink and drives the training run."""
