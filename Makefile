@@ -4,7 +4,7 @@
 PYTHON ?= python3
 comma := ,
 VENV ?= .venv
-EXTRAS ?= dev
+EXTRAS ?= dev,torch
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv
 	touch $@
 
 demo: venv
-	$(VENV)/bin/edgefl detect
-	$(VENV)/bin/edgefl check-config etc/edgefl.toml
+	$(VENV)/bin/edgefl demo
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,15 +1,209 @@
-"""The edgefl-client daemon (federation runtime: see the federation issue)."""
+"""The edgefl-client daemon: keep this board in the federation, whatever happens to the server.
+
+    config -> detect the board -> choose the profile -> node config -> SuperNode (child)
+
+Flower's SuperNode exits with status 0 when a restarted server no longer knows
+it, and otherwise retries on its own; this daemon restarts it with a backoff,
+forever, so a board needs no manual restart after the server or the network
+comes back. It tells systemd when it is registered (READY), what the last
+round did (STATUS) and that it is alive (WATCHDOG).
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefld.backends.catalog import installed_backends
 from edgefld.config import Config
-from edgefld.errors import EdgeflError
-from edgefld.exit_codes import ExitCode
+from edgefld.config.schema import toml_literal
+from edgefld.errors import BackendUnavailable, StateWriteError
+from edgefld.hardware import detect_board
+from edgefld.logs import get_logger, setup_logging
+from edgefld.procs import flower_environment, spawn, stop_tree, tool_path
+from edgefld.profile import Profile, choose_profile
+from edgefld.systemd import Notifier
+
+log = get_logger("client")
+
+POLL_S = 0.5
+BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it registers
+_REGISTERED = re.compile(r"SuperNode ID: (\d+)")
+_RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
 
 
-class NotInThisBuild(EdgeflError):
-    exit_code = ExitCode.UNAVAILABLE
+def node_config(config: Config, profile: Profile, status_file: Path) -> dict[str, Any]:
+    """What the ClientApp reads from context.node_config (see edgefld.apps.settings)."""
+    c = config.client
+    return {
+        "cid": c.cid,
+        "data-dir": c.data_dir,
+        "backend": profile.backend,
+        "device": profile.device,
+        "threads": profile.threads,
+        "batch-size-cap": profile.batch_size_cap,
+        "max-train-samples": profile.max_train_samples or 0,
+        "tasks": ",".join(profile.tasks),
+        "status-file": str(status_file),
+    }
+
+
+class ClientDaemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.client = config.client
+        self.state_dir = Path(self.client.state_dir)
+        self.status_file = self.state_dir / "last-round.json"
+        self.notifier = Notifier()
+        self.stopping = threading.Event()
+        self.supernode: subprocess.Popen[bytes] | None = None
+        self.registered = threading.Event()
+        self.node_id: str | None = None
+        self._status_mtime = 0.0
+        self._ready_sent = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        board = detect_board()
+        profile = choose_profile(board, self.client.backend, installed_backends())
+        if profile.backend is None:
+            raise BackendUnavailable("; ".join(profile.notes))
+        log.info("board: %s (%s, %d MB, %d/%d CPUs); profile %s: %s on %s, %d threads, tasks %s",
+                 board.model or "unknown model", board.family, board.ram_mb, board.cpus_online,
+                 board.cpus_present, profile.rule, profile.backend, profile.device, profile.threads,
+                 ",".join(profile.tasks))
+        for note in profile.notes:
+            log.info("profile note: %s", note)
+        config_path = self._write_node_config(profile)
+        attempt = 0
+        started_at = time.monotonic()
+        while not self.stopping.is_set():
+            self._start_supernode(config_path, profile)
+            code = self._supervise(started_at)
+            if self.stopping.is_set():
+                break
+            if self.registered.is_set():
+                attempt = 0
+            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            attempt += 1
+            reason = ("the server no longer knows this node (it restarted)" if code == 0
+                      else f"status {code}")
+            log.warning("SuperNode exited (%s); rejoining in %d s", reason, delay)
+            self.notifier.set_status(f"rejoining {self.client.server} in {delay} s ({reason})")
+            self._wait(delay)
+        self.notifier.stopping("stopping")
+        return 0
+
+    def _write_node_config(self, profile: Profile) -> Path:
+        path = self.state_dir / "node-config.toml"
+        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile,
+                                                                             self.status_file).items())
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise StateWriteError(f"cannot write {path}: {exc.strerror}") from None
+        return path
+
+    def _start_supernode(self, config_path: Path, profile: Profile) -> None:
+        argv = [
+            tool_path("flower-supernode"), "--insecure", "--superlink", self.client.server,
+            "--node-config", str(config_path), "--port", str(self.client.runtime_port),
+        ]
+        threads = str(profile.threads)
+        env = flower_environment(self.state_dir / "flwr", {
+            # Reaches every ClientApp process: a backend must not spawn more threads than the profile allows.
+            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+        })
+        self.registered.clear()
+        self.supernode = spawn(argv, env, subprocess.PIPE)
+        threading.Thread(target=self._read_output, args=(self.supernode,), daemon=True).start()
+        log.info("connecting to %s as client %d (SuperNode pid %d)", self.client.server, self.client.cid,
+                 self.supernode.pid)
+        self.notifier.set_status(f"connecting to {self.client.server}")
+
+    def _read_output(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            text = re.sub(r"\x1b\[[0-9;]*m", "", line)
+            found = _REGISTERED.search(text)
+            if found:
+                self.node_id = found.group(1)
+                self.registered.set()
+                log.info("registered with %s as node %s", self.client.server, self.node_id)
+            elif "ERROR" in text or "WARNING" in text or _RETRYING.search(text):
+                log.info("supernode: %s", text.strip())
+            else:
+                log.debug("supernode: %s", text.strip())
+
+    def _supervise(self, started_at: float) -> int | None:
+        assert self.supernode is not None
+        while not self.stopping.wait(POLL_S):
+            self.notifier.watchdog()
+            if self.registered.is_set() and not self._ready_sent:
+                self._ready(f"registered with {self.client.server} as node {self.node_id}; waiting for a round")
+            elif not self._ready_sent and time.monotonic() - started_at > self.client.ready_timeout:
+                log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
+                            self.client.ready_timeout)
+                self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
+            self._report_last_round()
+            code = self.supernode.poll()
+            if code is not None:
+                return code
+        stop_tree(self.supernode, timeout=5.0)
+        return None
+
+    def _ready(self, status: str) -> None:
+        self._ready_sent = True
+        self.notifier.ready(status)
+
+    def _report_last_round(self) -> None:
+        try:
+            mtime = self.status_file.stat().st_mtime
+        except OSError:
+            return
+        if mtime <= self._status_mtime:
+            return
+        self._status_mtime = mtime
+        try:
+            record = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        line = _describe(record)
+        (log.warning if "error" in record else log.info)("%s", line)
+        self.notifier.set_status(line)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            self.notifier.watchdog()
+            self.stopping.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+
+def _describe(record: dict[str, Any]) -> str:
+    where = f"round {record.get('round', '?')} {record.get('phase', '')}".strip()
+    if "error" in record:
+        return f"{where} refused: {record['error']}"
+    if record.get("phase") == "train":
+        return (f"{where}: {record.get('samples')} samples, loss {record.get('loss', float('nan')):.4f}, "
+                f"{record.get('seconds', 0.0):.1f} s; global model's validation accuracy "
+                f"{record.get('val_accuracy', float('nan')):.4f}")
+    return (f"{where}: validation accuracy {record.get('val_accuracy', float('nan')):.4f} "
+            f"on {record.get('samples')} samples")
 
 
 def run_client(config: Config) -> int:
-    raise NotInThisBuild("the client daemon is not part of this build yet")
+    setup_logging(config.log.level)
+    return ClientDaemon(config).run()

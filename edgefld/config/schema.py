@@ -181,6 +181,12 @@ KEYS: tuple[Key, ...] = (
         doc="Where datasets are stored once, preprocessed (`edgefl data download|import`)."),
     Key("client", "state_dir", "path", "/var/lib/edgefl/client", flag="--state-dir",
         doc="The client's own state (Flower's node files, last round's result)."),
+    Key("client", "runtime_port", "int", 9094, minimum=1024, maximum=65535, flag="--runtime-port",
+        doc="Port of Flower's SuperNode runtime API on 127.0.0.1 (local only). Several clients on one "
+            "host need one each (the edgefl-client@ units use 9094 + cid)."),
+    Key("client", "ready_timeout", "float", 60.0, minimum=0.0, maximum=86_400.0,
+        doc="Seconds to wait for the server before telling systemd the client is up anyway (it keeps "
+            "retrying; `systemctl status` then says it is waiting), so `systemctl start` does not hang."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
@@ -205,6 +211,9 @@ KEYS: tuple[Key, ...] = (
         doc="Where the server keeps the test split for centralised evaluation."),
     Key("server", "state_dir", "path", "/var/lib/edgefl/server", flag="--state-dir",
         doc="Server state: Flower's database, the checkpointed global model, metrics.jsonl."),
+    Key("server", "round_timeout", "float", 600.0, minimum=1.0, maximum=86_400.0,
+        doc="Seconds a round waits for the boards' replies; a board that has not answered by then "
+            "counts as failed for that round."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),

@@ -1,0 +1,241 @@
+"""The ClientApp: train and evaluate on this board's partition, with the board's backend.
+
+Flower runs this module in a fresh process for every message, so only Flower's
+records and numpy are imported at module level; the dataset layer and the
+backend (and with it torch or TensorFlow) are imported inside the handlers.
+Expected failures (no data, cid out of range, a task the board cannot afford,
+a missing backend) are answered with an error reply carrying an edgefl code
+and a one-line reason, which the ServerApp records: never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from logging import ERROR, INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.logger import log
+
+from edgefld import __version__
+from edgefld.apps import settings
+
+app = ClientApp()
+
+
+class RefusedMessage(Exception):
+    """An expected reason to answer with an error reply instead of a result."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    cid: int
+    data_dir: str
+    backend: str
+    device: str
+    threads: int
+    batch_size_cap: int
+    max_train_samples: int
+    tasks: tuple[str, ...]
+    status_file: str
+
+    @classmethod
+    def from_context(cls, context: Context) -> NodeSettings:
+        node = context.node_config
+        try:
+            return cls(
+                cid=int(node["cid"]),
+                data_dir=str(node.get("data-dir", "")),
+                backend=str(node.get("backend", "torch")),
+                device=str(node.get("device", "cpu")),
+                threads=int(node.get("threads", 0)),
+                batch_size_cap=int(node.get("batch-size-cap", 0)),
+                max_train_samples=int(node.get("max-train-samples", 0)),
+                tasks=tuple(t for t in str(node.get("tasks", "")).split(",") if t),
+                status_file=str(node.get("status-file", "")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise RefusedMessage(settings.ERROR_INTERNAL, f"bad node config: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    task: str
+    num_partitions: int
+    partition_seed: int
+    local_epochs: int
+    batch_size: int
+    server_version: str
+
+    @classmethod
+    def from_context(cls, context: Context) -> RunSettings:
+        run = {**settings.RUN_CONFIG_DEFAULTS, **context.run_config}
+        try:
+            return cls(
+                task=str(run["task"]),
+                num_partitions=int(run["num-partitions"]),
+                partition_seed=int(run["partition-seed"]),
+                local_epochs=int(run["local-epochs"]),
+                batch_size=int(run["batch-size"]),
+                server_version=str(run["server-version"]),
+            )
+        except ValueError as exc:
+            raise RefusedMessage(settings.ERROR_INTERNAL, f"bad run config: {exc}") from None
+
+
+def _prepare(context: Context) -> tuple[NodeSettings, RunSettings, Any, Any]:
+    """Check that this board may take the task, load its backend: (node, run, task, backend)."""
+    node = NodeSettings.from_context(context)
+    run = RunSettings.from_context(context)
+    if not settings.compatible_versions(run.server_version, __version__):
+        raise RefusedMessage(
+            settings.ERROR_INCOMPATIBLE,
+            f"client {node.cid} runs edgefl {__version__}, the server {run.server_version}: "
+            "install the same release series on both",
+        )
+    from edgefld.tasks import TASKS
+
+    task = TASKS.get(run.task)
+    if task is None:
+        raise RefusedMessage(settings.ERROR_TASK_REFUSED, f'unknown task "{run.task}"; this client knows {", ".join(TASKS)}')
+    if node.tasks and run.task not in node.tasks:
+        raise RefusedMessage(
+            settings.ERROR_TASK_REFUSED,
+            f"client {node.cid} refuses task {run.task}: its board profile allows only {', '.join(node.tasks)}",
+        )
+    from edgefld.backends.base import load_backend
+    from edgefld.errors import EdgeflError
+
+    try:
+        backend = load_backend(node.backend, node.device, node.threads or None)
+    except EdgeflError as exc:
+        raise RefusedMessage(settings.ERROR_BACKEND, f"client {node.cid}: {exc}") from None
+    return node, run, task, backend
+
+
+def _partition(node: NodeSettings, run: RunSettings, task: Any) -> Any:
+    from edgefld.data import PartitionError, load_partition
+    from edgefld.errors import DataError
+
+    try:
+        return load_partition(task.dataset, node.data_dir, node.cid, run.num_partitions, run.partition_seed)
+    except PartitionError as exc:
+        raise RefusedMessage(settings.ERROR_PARTITION, f"client {node.cid}: {exc}") from None
+    except DataError as exc:
+        raise RefusedMessage(settings.ERROR_DATA, f"client {node.cid}: {exc}") from None
+
+
+def weights_from(record: ArrayRecord) -> list[np.ndarray]:
+    return [array.numpy() for array in record.values()]
+
+
+def record_from(weights: list[np.ndarray]) -> ArrayRecord:
+    # Positional keys keep the one canonical order of the task's weight layout.
+    return ArrayRecord({f"{i:04d}": Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)})
+
+
+def _server_round(msg: Message) -> int:
+    config = msg.content.get("config")
+    return int(config["server-round"]) if config is not None and "server-round" in config else 0
+
+
+def _write_status(node_status_file: str, record: dict[str, Any]) -> None:
+    """Leave the last result where the client daemon can show it (STATUS, journal)."""
+    if not node_status_file:
+        return
+    record = dict(record, time=time.time())
+    tmp = f"{node_status_file}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        os.replace(tmp, node_status_file)
+    except OSError as exc:
+        log(ERROR, "edgefl: cannot write %s: %s", node_status_file, exc)
+
+
+def _refusal(msg: Message, context: Context, exc: RefusedMessage, phase: str) -> Message:
+    log(ERROR, "edgefl: %s refused (%s): %s", phase, settings.ERROR_NAMES.get(exc.code, exc.code), exc.reason)
+    status_file = str(context.node_config.get("status-file", ""))
+    _write_status(status_file, {"phase": phase, "round": _server_round(msg), "error": exc.reason, "code": exc.code})
+    return Message(Error(code=exc.code, reason=exc.reason), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    try:
+        node, run, task, backend = _prepare(context)
+        part = _partition(node, run, task)
+        images, labels = part.train_x, part.train_y
+        server_round = _server_round(msg)
+        if node.max_train_samples and len(labels) > node.max_train_samples:
+            # A different subset each round, so capped boards still see their whole partition over time.
+            pick = np.random.default_rng([run.partition_seed, node.cid, server_round]).choice(
+                len(labels), node.max_train_samples, replace=False)
+            pick.sort()
+            images, labels = images[pick], labels[pick]
+        batch_size = min(run.batch_size, node.batch_size_cap) if node.batch_size_cap else run.batch_size
+        global_weights = weights_from(msg.content["arrays"])
+        # Federated evaluation of the global model this round starts from, in the same process:
+        # Flower starts a new ClientApp process per message, so a separate evaluate message would
+        # pay the interpreter and framework start-up again on every board, every round.
+        validation = backend.evaluate(task, global_weights, part.val_x, part.val_y)
+        result = backend.train(
+            task, global_weights, images, labels,
+            epochs=run.local_epochs, batch_size=batch_size, seed=server_round,
+        )
+    except RefusedMessage as exc:
+        return _refusal(msg, context, exc, "train")
+    except Exception as exc:  # noqa: BLE001 - a bug must not take the SuperNode's round down silently
+        return _refusal(msg, context, RefusedMessage(settings.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}"), "train")
+    log(INFO, "edgefl: client %d trained round %d: %d samples, loss %.4f, %.2f s",
+        node.cid, server_round, result.num_examples, result.loss, result.seconds)
+    _write_status(node.status_file, {"phase": "train", "round": server_round, "loss": result.loss,
+                                     "samples": result.num_examples, "seconds": result.seconds,
+                                     "val_accuracy": validation.accuracy})
+    content = RecordDict({
+        "arrays": record_from(result.weights),
+        "metrics": MetricRecord({
+            "train_loss": float(result.loss),
+            "train_seconds": float(result.seconds),
+            "val_loss": float(validation.loss),
+            "val_accuracy": float(validation.accuracy),
+            "num-examples": int(result.num_examples),
+        }),
+        "client": ConfigRecord({
+            "edgefl-version": __version__, "cid": node.cid, "backend": backend.name, "device": backend.device,
+        }),
+    })
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    try:
+        node, run, task, backend = _prepare(context)
+        part = _partition(node, run, task)
+        result = backend.evaluate(task, weights_from(msg.content["arrays"]), part.val_x, part.val_y)
+    except RefusedMessage as exc:
+        return _refusal(msg, context, exc, "evaluate")
+    except Exception as exc:  # noqa: BLE001
+        return _refusal(msg, context, RefusedMessage(settings.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}"), "evaluate")
+    server_round = _server_round(msg)
+    _write_status(node.status_file, {"phase": "evaluate", "round": server_round, "val_loss": result.loss,
+                                     "val_accuracy": result.accuracy, "samples": result.num_examples})
+    content = RecordDict({
+        "metrics": MetricRecord({
+            "val_loss": float(result.loss),
+            "val_accuracy": float(result.accuracy),
+            "num-examples": int(result.num_examples),
+        }),
+    })
+    return Message(content, reply_to=msg)

@@ -1,0 +1,66 @@
+"""The keys the apps read from Flower's run config and node config, with defaults.
+
+The run config's defaults become ``[tool.flwr.app.config]`` of the thin FAB
+(Flower accepts only overrides of keys declared there); the node config is
+what the client daemon passes to its SuperNode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgefld import __version__
+
+# [tool.flwr.app.config]: the run, as the server daemon submits it. Flower does not
+# type-check overrides, so the apps convert every value they read.
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {
+    "task": "digits",
+    "num-rounds": 3,
+    "num-partitions": 50,
+    "partition-seed": 42,
+    "local-epochs": 3,
+    "batch-size": 16,
+    "sample-fraction": 1.0,
+    "min-clients": 2,
+    "round-timeout": 600.0,  # seconds a round waits for replies
+    "grid-poll": 0.5,  # seconds between the ServerApp's reply polls (Flower's own is 3 s)
+    "state-dir": "",  # where checkpoints and metrics.jsonl go; "" = no persistence (simulation)
+    "data-dir": "",  # the server's datasets, for centralised evaluation
+    "eval-backend": "",  # backend for centralised evaluation; "" = none
+    "server-version": __version__,
+}
+
+# --node-config of each SuperNode, from the client daemon's config and profile.
+NODE_CONFIG_KEYS = (
+    "cid",  # int: the data partition
+    "data-dir",  # str
+    "backend",  # str: torch | tensorflow | litert
+    "device",  # str: cpu | cuda
+    "threads",  # int
+    "batch-size-cap",  # int
+    "max-train-samples",  # int, 0 = no cap
+    "tasks",  # str: comma-separated tasks this board may take
+    "status-file",  # str: where the ClientApp records its last result ("" = nowhere)
+)
+
+# Error codes a ClientApp puts in its error reply (Flower's own codes are small numbers).
+ERROR_DATA = 4001  # dataset missing or corrupt on the board
+ERROR_PARTITION = 4002  # cid out of range for num-partitions
+ERROR_TASK_REFUSED = 4003  # the board's profile does not allow this task
+ERROR_BACKEND = 4004  # the backend is not installed / not usable
+ERROR_INCOMPATIBLE = 4005  # server and client edgefl versions do not match
+ERROR_INTERNAL = 4099
+
+ERROR_NAMES = {
+    ERROR_DATA: "data",
+    ERROR_PARTITION: "partition",
+    ERROR_TASK_REFUSED: "task-refused",
+    ERROR_BACKEND: "backend",
+    ERROR_INCOMPATIBLE: "incompatible-version",
+    ERROR_INTERNAL: "internal",
+}
+
+
+def compatible_versions(server: str, client: str) -> bool:
+    """Same release series: major.minor equal (the weight layouts and message keys may change between them)."""
+    return server.split(".")[:2] == client.split(".")[:2]

@@ -1,0 +1,126 @@
+"""FedAvg that resumes at a given round and records what happened in each round.
+
+Flower's ``Strategy.start`` counts rounds from 1 and has no start parameter;
+to continue a run from a checkpoint, every hook shifts the round number by
+``round_offset``, so clients, logs and the metrics file see the true round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from logging import WARNING
+from typing import Any, Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from edgefld.apps import settings
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes of the arrays in a message: what dominates the traffic to and from a board."""
+    return sum(len(array.data) for record in content.array_records.values() for array in record.values())
+
+
+@dataclass
+class RoundStats:
+    round: int
+    started: float = field(default_factory=time.time)
+    train_sent: int = 0
+    train_ok: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_ok: int = 0
+    eval_failed: int = 0
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    client_seconds_max: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    backends: dict[str, int] = field(default_factory=dict)
+
+
+class ResumableFedAvg(FedAvg):
+    def __init__(self, *, round_offset: int = 0, server_version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.round_offset = round_offset
+        self.server_version = server_version
+        self.stats: dict[int, RoundStats] = {}
+
+    def _stats(self, server_round: int) -> RoundStats:
+        return self.stats.setdefault(server_round, RoundStats(server_round))
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        true_round = server_round + self.round_offset
+        messages = list(super().configure_train(true_round, arrays, config, grid))
+        stats = self._stats(true_round)
+        stats.started = time.time()
+        stats.train_sent = len(messages)
+        stats.bytes_sent += sum(payload_bytes(m.content) for m in messages)
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        true_round = server_round + self.round_offset
+        stats = self._stats(true_round)
+        accepted: list[Message] = []
+        replies = list(replies)
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                stats.failures.append({"node": node, "phase": "train", "code": reply.error.code,
+                                       "reason": (reply.error.reason or "")[:300]})
+                continue
+            stats.bytes_received += payload_bytes(reply.content)
+            client = reply.content.get("client")
+            version = str(client["edgefl-version"]) if client is not None and "edgefl-version" in client else "unknown"
+            if not settings.compatible_versions(self.server_version, version):
+                reason = f"client runs edgefl {version}, the server {self.server_version}: reply not aggregated"
+                log(WARNING, "edgefl: node %s: %s", node, reason)
+                stats.failures.append({"node": node, "phase": "train", "code": settings.ERROR_INCOMPATIBLE,
+                                       "reason": reason})
+                continue
+            backend = str(client["backend"]) if "backend" in client else "unknown"
+            stats.backends[backend] = stats.backends.get(backend, 0) + 1
+            metrics = reply.content.get("metrics")
+            if metrics is not None and "train_seconds" in metrics:
+                stats.client_seconds_max = max(stats.client_seconds_max, float(metrics["train_seconds"]))
+            accepted.append(reply)
+        missing = stats.train_sent - len(replies)
+        if missing > 0:
+            stats.failures.append({"node": None, "phase": "train", "code": None,
+                                   "reason": f"{missing} client(s) did not answer within the round timeout"})
+        stats.train_ok = len(accepted)
+        if not accepted:
+            return None, None
+        arrays, metrics = super().aggregate_train(true_round, accepted)
+        stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        true_round = server_round + self.round_offset
+        messages = list(super().configure_evaluate(true_round, arrays, config, grid))
+        self._stats(true_round).bytes_sent += sum(payload_bytes(m.content) for m in messages)
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        true_round = server_round + self.round_offset
+        stats = self._stats(true_round)
+        ok = []
+        for reply in replies:
+            if reply.has_error():
+                stats.eval_failed += 1
+                stats.failures.append({"node": reply.metadata.src_node_id, "phase": "evaluate",
+                                       "code": reply.error.code, "reason": (reply.error.reason or "")[:300]})
+            else:
+                ok.append(reply)
+        stats.eval_ok = len(ok)
+        if not ok:
+            return None
+        metrics = super().aggregate_evaluate(true_round, ok)
+        stats.eval_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        return metrics

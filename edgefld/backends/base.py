@@ -1,0 +1,75 @@
+"""The contract every training backend fulfils, in framework-free terms.
+
+Weights travel as a list of numpy arrays in one canonical order per task (the
+order of the model's parameters and buffers as defined by the task's model),
+so the Flower apps, checkpoints and other backends never see a framework type.
+Backends know nothing of Flower.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edgefld.tasks import Task
+
+Weights = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: Weights
+    loss: float  # mean training loss over the last epoch
+    num_examples: int  # samples trained on per epoch
+    seconds: float  # wall time of the training loop alone
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    num_examples: int
+    seconds: float
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def initial_weights(self, task: Task, seed: int = 0) -> Weights: ...
+
+    def train(
+        self,
+        task: Task,
+        weights: Weights,
+        images: np.ndarray,  # uint8, N x H x W x C as stored
+        labels: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int = 0,
+    ) -> TrainResult: ...
+
+    def evaluate(
+        self, task: Task, weights: Weights, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256
+    ) -> EvalResult: ...
+
+
+# name -> module holding ``create_backend(device, threads) -> Backend``; imported only when chosen.
+BACKEND_MODULES = {
+    "torch": "edgefld.backends.torch_backend",
+}
+
+
+def load_backend(name: str, device: str = "cpu", threads: int | None = None) -> Backend:
+    module_name = BACKEND_MODULES.get(name)
+    if module_name is None:
+        from edgefld.errors import BackendUnavailable
+
+        raise BackendUnavailable(f'backend "{name}" is not available in this build; available: '
+                                 + ", ".join(BACKEND_MODULES))
+    module = importlib.import_module(module_name)
+    return module.create_backend(device=device, threads=threads)

@@ -1,0 +1,82 @@
+"""`edgefl data status|download|import`: get datasets onto a board, with or without internet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edgefld.cli.common import add_config_argument, load_from_args
+from edgefld.data import DATASETS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data", help="show, download or import datasets (stored once under data_dir)",
+        description="Datasets are stored once, preprocessed, under [client] data_dir (or --data-dir).",
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    status = commands.add_parser("status", help="which datasets are ready")
+    status.add_argument("--verify", action="store_true", help="also check every file's checksum")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=run_status)
+
+    download = commands.add_parser("download", help="download a dataset from its canonical source")
+    download.add_argument("dataset", choices=[n for n, spec in DATASETS.items() if spec.downloadable])
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(handler=run_download)
+
+    importer = commands.add_parser(
+        "import", help="import the original files (for boards without internet)",
+        description="PATH: a directory with MNIST's four IDX files (.gz or not), cifar-10-python.tar.gz, "
+                    "or an extracted cifar-10-batches-py directory.",
+    )
+    importer.add_argument("path")
+    importer.set_defaults(handler=run_import)
+
+    for sub in (status, download, importer):
+        add_config_argument(sub)
+        sub.add_argument("--data-dir", metavar="DIR", help="default: [client] data_dir of the config")
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    if args.data_dir:
+        return args.data_dir
+    return load_from_args(args, optional=True).client.data_dir
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from edgefld.data import dataset_status
+
+    data_dir = _data_dir(args)
+    statuses = [dataset_status(name, data_dir, verify=args.verify) for name in DATASETS]
+    if args.json:
+        json.dump([s.to_json() for s in statuses], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for s in statuses:
+            if s.ready:
+                print(f"{s.name:<8} ready    {s.train_count} train / {s.test_count} test, "
+                      f"{(s.size_bytes or 0) / 1e6:.1f} MB in {s.path}")
+            else:
+                print(f"{s.name:<8} missing  {s.problem}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from edgefld.data import download_dataset
+
+    data_dir = _data_dir(args)
+    download_dataset(args.dataset, data_dir, quiet=args.quiet)
+    print(f"{args.dataset}: stored in {data_dir}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from edgefld.data import import_dataset
+
+    data_dir = _data_dir(args)
+    name = import_dataset(args.path, data_dir)
+    print(f"{name}: imported from {args.path} into {data_dir}")
+    return 0

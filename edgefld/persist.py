@@ -1,0 +1,173 @@
+"""Crash-safe files: atomic writes, round checkpoints, the metrics log.
+
+A pulled power plug must leave either the old file or the new one, never a
+torn one: write to a temporary file in the same directory, fsync it, rename it
+over the target, fsync the directory. Checkpoints are kept per round (the last
+few), so a corrupt newest one falls back to the one before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgefld.errors import StateWriteError
+
+CHECKPOINT_FORMAT = 1
+KEEP_CHECKPOINTS = 3
+_CHECKPOINT_RE = re.compile(r"^round-(\d{6})\.npz$")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise StateWriteError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StateWriteError(f"cannot write {target}: {exc.strerror or exc}; the previous version is intact") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int  # the last completed round; 0 = the initial model
+    weights: list[np.ndarray]
+    meta: dict[str, Any]  # task, run identity, the round's metrics record, ...
+    path: Path
+
+
+def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: list[np.ndarray],
+                    meta: dict[str, Any]) -> Path:
+    directory = Path(directory)
+    full_meta = dict(meta, format=CHECKPOINT_FORMAT, round=round_, sha256=weights_digest(weights),
+                     count=len(weights))
+    buffer = io.BytesIO()
+    arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
+    np.savez(buffer, meta=np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8), **arrays)
+    path = directory / f"round-{round_:06d}.npz"
+    atomic_write_bytes(path, buffer.getvalue())
+    for old in sorted(_checkpoint_files(directory), reverse=True)[KEEP_CHECKPOINTS:]:
+        try:
+            old[1].unlink()
+        except OSError:
+            pass
+    return path
+
+
+def _checkpoint_files(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        match = _CHECKPOINT_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read and verify one checkpoint; ValueError says what is wrong with it."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(bytes(archive["meta"]).decode())
+            weights = [archive[f"w{i:04d}"] for i in range(int(meta["count"]))]
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile raises a zoo of types on a torn file
+        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    if weights_digest(weights) != meta.get("sha256"):
+        raise ValueError("checksum mismatch: the weights are corrupt")
+    return Checkpoint(int(meta["round"]), weights, meta, path)
+
+
+def load_latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that verifies, and a note for each newer one that did not."""
+    problems: list[str] = []
+    for _, path in reversed(_checkpoint_files(Path(directory))):
+        try:
+            return read_checkpoint(path), problems
+        except ValueError as exc:
+            problems.append(f"checkpoint {path} is unusable: {exc}")
+    return None, problems
+
+
+def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one line and fsync it: a line is either wholly there or absent after a crash."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateWriteError(f"cannot append to {path}: {exc.strerror or exc}") from None
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """All intact records, and a note for each line that is not (a torn last line after a crash)."""
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    try:
+        text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return records, problems
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except ValueError:
+            problems.append(f"{path}:{number}: not a JSON record, ignored")
+    return records, problems
+
+
+def iter_rounds(records: list[dict[str, Any]]) -> Iterator[int]:
+    for record in records:
+        if isinstance(record.get("round"), int):
+            yield record["round"]

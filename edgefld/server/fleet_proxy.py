@@ -1,0 +1,195 @@
+"""The only door from the network into the server: Flower's Fleet API, and nothing else.
+
+Flower 1.42's SuperLink serves the Fleet, Control and Runtime APIs on one HTTP
+port, and its Control API has no authentication: whoever reaches it can submit
+a run, i.e. make every board in the fleet execute what it is told. So the
+SuperLink listens on 127.0.0.1 only, and this proxy listens on ``[server]
+listen`` and forwards exactly what a SuperNode sends (``POST /v1/fleet/<rpc>``)
+plus ``/health``; everything else gets 403 without ever reaching the SuperLink.
+
+HTTP/1.1 with keep-alive, one upstream connection per client connection;
+requests must carry Content-Length bodies (SuperNodes never send chunked ones).
+TLS, when configured, terminates here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+ALLOWED_REQUEST = re.compile(rb"^(POST /v1/fleet/[a-z0-9-]+|GET /health|HEAD /health) HTTP/1\.1$")
+MAX_HEAD_BYTES = 64 * 1024
+# Flower sends models in chunks of at most 5 MiB (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); leave room.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+IDLE_TIMEOUT_S = 120.0  # SuperNodes heartbeat every 30 s; a silent connection beyond this is dead
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+              b"transfer-encoding"}
+
+log = logging.getLogger("edgefl.fleet-proxy")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _forbidden() -> bytes:
+    body = b'{"detail":"only the Fleet API is served on this address"}'
+    return (b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+
+
+async def _read_head(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ConnectionError("connection closed inside a request head") from None
+        return None
+    except asyncio.LimitOverrunError:
+        raise _Refused("request head too large") from None
+    lines = head[:-4].split(b"\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip().lower(), value.strip()))
+    return lines[0], headers
+
+
+async def _copy_exact(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int) -> None:
+    while size:
+        chunk = await reader.read(min(size, 1 << 16))
+        if not chunk:
+            raise ConnectionError("connection closed inside a body")
+        writer.write(chunk)
+        size -= len(chunk)
+    await writer.drain()
+
+
+async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        writer.write(size_line)
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                writer.write(trailer)
+            writer.write(b"\r\n")
+            await writer.drain()
+            return
+        await _copy_exact(reader, writer, size + 2)
+
+
+@dataclass
+class ProxyStats:
+    forwarded: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class FleetProxy:
+    """Runs in its own thread with its own event loop, beside the server daemon's main loop."""
+
+    def __init__(self, listen_host: str, listen_port: int, upstream_host: str, upstream_port: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.listen = (listen_host, listen_port)
+        self.upstream = (upstream_host, upstream_port)
+        self.ssl_context = ssl_context
+        self.stats = ProxyStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fleet-proxy", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._server = self._loop.run_until_complete(asyncio.start_server(
+                self._handle, self.listen[0], self.listen[1], ssl=self.ssl_context, limit=MAX_HEAD_BYTES,
+                reuse_address=True))
+        except OSError as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+        # Stop accepting, then end the open connections before the loop goes away.
+        self._server.close()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        peer = client_writer.get_extra_info("peername")
+        peer_host = str(peer[0]) if peer else "?"
+        up_reader = up_writer = None
+        try:
+            while True:
+                request = await _read_head(client_reader, IDLE_TIMEOUT_S)
+                if request is None:
+                    return
+                request_line, headers = request
+                header_map = dict(headers)
+                length = header_map.get(b"content-length", b"0")
+                if (not ALLOWED_REQUEST.match(request_line) or b"transfer-encoding" in header_map
+                        or b"upgrade" in header_map or not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                    with self.stats.lock:
+                        self.stats.refused += 1
+                    log.warning("refused %s: %r", peer_host, request_line[:100].decode("latin-1"))
+                    client_writer.write(_forbidden())
+                    await client_writer.drain()
+                    return
+                if up_writer is None:
+                    up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD_BYTES)
+                forwarded = [request_line] + [k + b": " + v for k, v in headers
+                                              if k not in HOP_BY_HOP and k != b"x-forwarded-for"]
+                forwarded.append(b"x-forwarded-for: " + peer_host.encode())
+                up_writer.write(b"\r\n".join(forwarded) + b"\r\n\r\n")
+                await _copy_exact(client_reader, up_writer, int(length))
+                with self.stats.lock:
+                    self.stats.forwarded += 1
+                response = await _read_head(up_reader, 300.0)
+                if response is None:
+                    raise ConnectionError("the SuperLink closed the connection")
+                status_line, response_headers = response
+                response_map = dict(response_headers)
+                client_writer.write(b"\r\n".join(
+                    [status_line] + [k + b": " + v for k, v in response_headers if k not in HOP_BY_HOP
+                                     or k == b"transfer-encoding"]) + b"\r\n\r\n")
+                status = int(status_line.split(b" ")[1])
+                if request_line.startswith(b"HEAD ") or status in (204, 304) or 100 <= status < 200:
+                    pass
+                elif b"chunked" in response_map.get(b"transfer-encoding", b"").lower():
+                    await _copy_chunked(up_reader, client_writer)
+                else:
+                    await _copy_exact(up_reader, client_writer, int(response_map.get(b"content-length", b"0")))
+                if b"close" in (response_map.get(b"connection", b"").lower(), header_map.get(b"connection", b"").lower()):
+                    return
+        except (_Refused, ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError,
+                ssl.SSLError, OSError) as exc:
+            log.debug("connection from %s ended: %s", peer_host, exc)
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping; end the connection quietly
+        finally:
+            for writer in (client_writer, up_writer):
+                if writer is not None:
+                    writer.close()
