@@ -1,0 +1,90 @@
+"""Flower's unauthenticated Control API must not be reachable from the network.
+
+A board (here: a network namespace of our own, joined to this host by a veth
+pair) can reach the Fleet API on [server] listen, and nothing else: a Control
+request through that address gets 403 from edgefl's proxy, and the SuperLink's
+own port is bound to 127.0.0.1, so from the namespace nothing answers there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.e2e.federation import descendants
+
+pytestmark = [pytest.mark.e2e]
+
+HOST_IP, BOARD_IP = "10.213.77.1", "10.213.77.2"
+
+
+@pytest.fixture
+def board_namespace():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create a network namespace")
+    name, host_if = f"edgefl-t{os.getpid()}", f"vef{os.getpid() % 100000}"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", name)
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "board0")
+        run("ip", "link", "set", "board0", "netns", name)
+        run("ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if)
+        run("ip", "link", "set", host_if, "up")
+        run("ip", "netns", "exec", name, "ip", "addr", "add", f"{BOARD_IP}/30", "dev", "board0")
+        run("ip", "netns", "exec", name, "ip", "link", "set", "board0", "up")
+        run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+PROBE = textwrap.dedent("""
+    import json, socket, sys, http.client
+    host, port, superlink_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    out = {}
+    for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/get-nodes", "/docs",
+                 "/v1/fleet/get-run"):
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        method = "GET" if path == "/docs" else "POST"
+        conn.request(method, path, body=b"" if method == "POST" else None,
+                     headers={"content-type": "application/protobuf"})
+        response = conn.getresponse()
+        out[path] = [response.status, response.read().decode("utf-8", "replace")[:200]]
+        conn.close()
+    try:
+        socket.create_connection((host, superlink_port), timeout=5).close()
+        out["superlink-port"] = "open"
+    except OSError as exc:
+        out["superlink-port"] = type(exc).__name__
+    print(json.dumps(out))
+""")
+
+
+def test_control_api_refused_from_a_non_loopback_address(federation, board_namespace):
+    import json
+
+    fed = federation(listen_host=HOST_IP, task="digits", num_partitions=2, rounds=1, min_clients=2)
+    server = fed.start_server()
+    fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
+    superlink = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in descendants(server.process.pid)]
+    superlink = [argv for argv in superlink if any(b"flower-superlink" in a for a in argv)][0]
+    superlink_port = int(superlink[superlink.index(b"--port") + 1])
+    assert superlink[superlink.index(b"--host") + 1] == b"127.0.0.1"
+
+    probe = subprocess.run(
+        ["ip", "netns", "exec", board_namespace, sys.executable, "-c", PROBE, HOST_IP, str(fed.port),
+         str(superlink_port)], capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(probe.stdout)
+    for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/get-nodes", "/docs"):
+        assert seen[path][0] == 403, (path, seen[path])
+        assert "only the Fleet API" in seen[path][1]
+    # The Fleet API itself is served (Flower answers the empty request itself, not the proxy's 403).
+    assert seen["/v1/fleet/get-run"][0] != 403, seen
+    assert seen["superlink-port"] == "ConnectionRefusedError"
+    assert "refused 10.213.77.2: 'POST /v1/control/list-runs HTTP/1.1'" in server.log()

@@ -1,0 +1,115 @@
+"""End to end: real `edgefl server` / `edgefl client` daemons, real SuperLink and SuperNodes, 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from edgefld.cli.main import main as edgefl_main
+from tests.e2e.federation import descendants
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _rounds(fed) -> list[int]:
+    return [record["round"] for record in fed.metrics()]
+
+
+def test_two_clients_two_rounds_on_mnist_format_data(federation, mnist_files, capsys):
+    fed = federation(task="mnist", num_partitions=2, rounds=2, min_clients=2, local_epochs=1, batch_size=16)
+    # The real offline path: the original IDX files, imported with the CLI.
+    assert edgefl_main(["data", "import", str(mnist_files), "--data-dir", str(fed.data_dir)]) == 0
+    assert capsys.readouterr().out.startswith("mnist: imported")
+    server = fed.start_server()
+    clients = [fed.start_client(0), fed.start_client(1)]
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=240)
+    assert server.process.returncode == 0, server.log()
+
+    records = fed.metrics()
+    assert [r["round"] for r in records] == [1, 2]
+    for record in records:
+        assert record["clients_ok"] == 2 and record["clients_failed"] == 0, record
+        assert record["backends"] == {"torch": 2}
+        assert record["bytes_sent"] > 0 and record["bytes_received"] > 0
+    # The global model learned: its loss on the server's test split fell round over round.
+    assert records[1]["eval_loss"] < records[0]["eval_loss"], records
+    assert records[1]["eval_accuracy"] > 0.3
+    for cid, client in enumerate(clients):
+        log = client.log()
+        for round_ in (1, 2):
+            assert f"round {round_} train: 540 samples" in log, log
+    log = server.log()
+    assert "round 1/2: 2 clients ok" in log and "round 2/2: 2 clients ok" in log
+    assert "run complete: 2/2 rounds" in log
+    checkpoints = sorted(p.name for p in (fed.root / "server" / "checkpoints").iterdir())
+    assert checkpoints == ["round-000000.npz", "round-000001.npz", "round-000002.npz"]
+
+    # SIGTERM: each client stops within 10 s and leaves no process behind.
+    for client in clients:
+        tree = [client.process.pid, *descendants(client.process.pid)]
+        code, seconds = fed.stop(client)
+        assert code == 0 and seconds < 10, (code, seconds)
+        time.sleep(0.5)
+        assert not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and
+                    open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def test_client_started_before_the_server_joins_when_it_comes_up(federation):
+    fed = federation(task="digits", num_partitions=2, rounds=1, min_clients=2, local_epochs=1)
+    clients = [fed.start_client(0), fed.start_client(1)]
+    time.sleep(8)  # the clients retry against a port nobody listens on
+    assert all(c.alive() for c in clients)
+    assert "not reachable" in clients[0].log()
+    server = fed.start_server()
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=180)
+    assert server.process.returncode == 0, server.log()
+    assert [(r["round"], r["clients_ok"]) for r in fed.metrics()] == [(1, 2)]
+    assert "registered with" in clients[0].log() and "registered with" in clients[1].log()
+
+
+def test_server_killed_mid_run_resumes_from_its_checkpoint(federation):
+    fed = federation(task="digits", num_partitions=2, rounds=3, min_clients=2, local_epochs=1)
+    server = fed.start_server("server-first")
+    clients = [fed.start_client(0), fed.start_client(1)]
+    fed.wait_for("round 1 in the metrics", lambda: _rounds(fed) == [1], timeout=180)
+    superlink_pids = [pid for pid in descendants(server.process.pid)
+                      if b"flower-superlink" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert superlink_pids
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    # Its SuperLink dies with it (PR_SET_PDEATHSIG): no stale server keeps the port.
+    fed.wait_for("the SuperLink to exit", lambda: not any(
+        os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        for pid in superlink_pids), timeout=20)
+
+    restarted = fed.start_server("server-second")
+    fed.wait_for("the restarted server to finish", lambda: not restarted.alive(), timeout=240)
+    assert restarted.process.returncode == 0, restarted.log()
+    # No round repeated, none lost; the second server started after round 1 (or 2, if it
+    # finished in the moment of the kill).
+    assert _rounds(fed) == [1, 2, 3], fed.metrics()
+    log = restarted.log()
+    assert "resuming: rounds 1" in log
+    assert "task digits: rounds 2..3" in log or "task digits: rounds 3..3" in log
+    assert all(c.alive() for c in clients)
+    assert fed.metrics()[-1]["clients_ok"] == 2
+
+
+def test_cid_out_of_range_is_reported_on_both_sides(federation):
+    fed = federation(task="digits", num_partitions=2, rounds=1, min_clients=2, local_epochs=1)
+    server = fed.start_server()
+    good, bad = fed.start_client(0), fed.start_client(5)
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=180)
+    assert server.process.returncode == 0, server.log()
+    (record,) = fed.metrics()
+    assert (record["clients_ok"], record["clients_failed"]) == (1, 1), record
+    (failure,) = record["failures"]
+    assert failure["code"] == 4002
+    assert failure["reason"] == ("client 5: cid 5 is out of range: with num_partitions 2, cid must be 0..1")
+    assert "train failure: client 5: cid 5 is out of range" in server.log()
+    fed.wait_for("the client to report it", lambda: "refused: client 5: cid 5 is out of range" in bad.log(),
+                 timeout=30)
+    assert "round 1 train:" in good.log()
