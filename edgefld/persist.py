@@ -84,9 +84,15 @@ def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: lis
     np.savez(buffer, meta=np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8), **arrays)
     path = directory / f"round-{round_:06d}.npz"
     atomic_write_bytes(path, buffer.getvalue())
-    for old in sorted(_checkpoint_files(directory), reverse=True)[KEEP_CHECKPOINTS:]:
+    # Checkpoints of later rounds than this one belong to a timeline that was abandoned (the run
+    # resumed from an earlier, good checkpoint because they were unusable): they go, then the oldest
+    # beyond the few kept.
+    existing = _checkpoint_files(directory)
+    stale = [p for r, p in existing if r > round_] + [p for _, p in
+                                                     [e for e in existing if e[0] <= round_][:-KEEP_CHECKPOINTS]]
+    for old in stale:
         try:
-            old[1].unlink()
+            old.unlink()
         except OSError:
             pass
     return path
@@ -109,15 +115,16 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(bytes(archive["meta"]).decode())
             weights = [archive[f"w{i:04d}"] for i in range(int(meta["count"]))]
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zipfile and numpy raise a zoo of types on a torn file
         raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - zipfile raises a zoo of types on a torn file
-        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                         f"expected {CHECKPOINT_FORMAT}")
+    if not isinstance(meta.get("round"), int) or meta["round"] < 0:
+        raise ValueError(f"no valid round number in its metadata ({meta.get('round')!r})")
     if weights_digest(weights) != meta.get("sha256"):
         raise ValueError("checksum mismatch: the weights are corrupt")
-    return Checkpoint(int(meta["round"]), weights, meta, path)
+    return Checkpoint(meta["round"], weights, meta, path)
 
 
 def load_latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Checkpoint | None, list[str]]:
@@ -162,7 +169,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list
             if not isinstance(record, dict):
                 raise ValueError("not an object")
             records.append(record)
-        except ValueError:
+        except (ValueError, RecursionError):
             problems.append(f"{path}:{number}: not a JSON record, ignored")
     return records, problems
 

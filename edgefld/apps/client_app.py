@@ -18,12 +18,13 @@ from logging import ERROR, INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
 from edgefld import __version__
 from edgefld.apps import settings
+from edgefld.apps.records import record_from, weights_from
 
 app = ClientApp()
 
@@ -135,15 +136,6 @@ def _partition(node: NodeSettings, run: RunSettings, task: Any) -> Any:
         raise RefusedMessage(settings.ERROR_DATA, f"client {node.cid}: {exc}") from None
 
 
-def weights_from(record: ArrayRecord) -> list[np.ndarray]:
-    return [array.numpy() for array in record.values()]
-
-
-def record_from(weights: list[np.ndarray]) -> ArrayRecord:
-    # Positional keys keep the one canonical order of the task's weight layout.
-    return ArrayRecord({f"{i:04d}": Array(np.ascontiguousarray(w)) for i, w in enumerate(weights)})
-
-
 def _server_round(msg: Message) -> int:
     config = msg.content.get("config")
     return int(config["server-round"]) if config is not None and "server-round" in config else 0
@@ -213,29 +205,6 @@ def train(msg: Message, context: Context) -> Message:
         }),
         "client": ConfigRecord({
             "edgefl-version": __version__, "cid": node.cid, "backend": backend.name, "device": backend.device,
-        }),
-    })
-    return Message(content, reply_to=msg)
-
-
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    try:
-        node, run, task, backend = _prepare(context)
-        part = _partition(node, run, task)
-        result = backend.evaluate(task, weights_from(msg.content["arrays"]), part.val_x, part.val_y)
-    except RefusedMessage as exc:
-        return _refusal(msg, context, exc, "evaluate")
-    except Exception as exc:  # noqa: BLE001
-        return _refusal(msg, context, RefusedMessage(settings.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}"), "evaluate")
-    server_round = _server_round(msg)
-    _write_status(node.status_file, {"phase": "evaluate", "round": server_round, "val_loss": result.loss,
-                                     "val_accuracy": result.accuracy, "samples": result.num_examples})
-    content = RecordDict({
-        "metrics": MetricRecord({
-            "val_loss": float(result.loss),
-            "val_accuracy": float(result.accuracy),
-            "num-examples": int(result.num_examples),
         }),
     })
     return Message(content, reply_to=msg)

@@ -18,7 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
-from edgefld.apps.client_app import record_from, weights_from
+from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg
 
 app = ServerApp()

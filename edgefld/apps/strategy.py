@@ -33,9 +33,6 @@ class RoundStats:
     train_ok: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     train_metrics: dict[str, float] = field(default_factory=dict)
-    eval_ok: int = 0
-    eval_failed: int = 0
-    eval_metrics: dict[str, float] = field(default_factory=dict)
     client_seconds_max: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -99,28 +96,3 @@ class ResumableFedAvg(FedAvg):
         arrays, metrics = super().aggregate_train(true_round, accepted)
         stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
         return arrays, metrics
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        true_round = server_round + self.round_offset
-        messages = list(super().configure_evaluate(true_round, arrays, config, grid))
-        self._stats(true_round).bytes_sent += sum(payload_bytes(m.content) for m in messages)
-        return messages
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        true_round = server_round + self.round_offset
-        stats = self._stats(true_round)
-        ok = []
-        for reply in replies:
-            if reply.has_error():
-                stats.eval_failed += 1
-                stats.failures.append({"node": reply.metadata.src_node_id, "phase": "evaluate",
-                                       "code": reply.error.code, "reason": (reply.error.reason or "")[:300]})
-            else:
-                ok.append(reply)
-        stats.eval_ok = len(ok)
-        if not ok:
-            return None
-        metrics = super().aggregate_evaluate(true_round, ok)
-        stats.eval_metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        return metrics

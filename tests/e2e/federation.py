@@ -104,9 +104,9 @@ class Federation:
     def start_server(self, name: str = "server") -> Daemon:
         return self._start(name, ["server"])
 
-    def start_client(self, cid: int) -> Daemon:
+    def start_client(self, cid: int, *extra: str) -> Daemon:
         return self._start(f"client-{cid}", ["client", "--cid", str(cid), "--state-dir", f"client-{cid}",
-                                             "--runtime-port", str(free_port())])
+                                             "--runtime-port", str(free_port()), *extra])
 
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
