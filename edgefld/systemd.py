@@ -18,7 +18,8 @@ class Notifier:
         self._notifier = sdnotify.SystemdNotifier() if self._enabled else None
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
-        watchdog_for_us = usec.isdigit() and (not pid or pid == str(os.getpid()))
+        # WATCHDOG_USEC=0 means the watchdog is off (sd_watchdog_enabled(3)).
+        watchdog_for_us = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         # Ping at half the interval, as sd_watchdog_enabled(3) recommends.
         self.watchdog_interval: float | None = int(usec) / 2e6 if watchdog_for_us else None
         self._last_ping = 0.0
@@ -33,13 +34,13 @@ class Notifier:
             self._notifier.notify(message)
 
     def ready(self, status: str | None = None) -> None:
+        status = _one_line(status)
         self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
         if status:
             self.status = status
 
     def set_status(self, status: str) -> None:
-        # STATUS= must be one line; never put secrets here (systemctl status shows it to every user).
-        status = " ".join(status.split())
+        status = _one_line(status)
         if status != self.status:
             self.status = status
             self._send(f"STATUS={status}")
@@ -54,4 +55,11 @@ class Notifier:
             self._send("WATCHDOG=1")
 
     def stopping(self, status: str | None = None) -> None:
+        status = _one_line(status)
         self._send("STOPPING=1" + (f"\nSTATUS={status}" if status else ""))
+
+
+def _one_line(status: str | None) -> str:
+    # A newline would start another sd_notify field (READY=1, WATCHDOG=1, ...). Never put secrets
+    # in STATUS: `systemctl status` shows it to every user.
+    return " ".join(status.split()) if status else ""

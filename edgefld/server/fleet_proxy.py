@@ -42,20 +42,42 @@ def _forbidden() -> bytes:
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
-async def _read_head(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+_HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+# Headers that decide where one request ends and the next begins, or where it goes: a second
+# copy is how a request is smuggled past a proxy to the server behind it.
+_SINGLE = (b"content-length", b"transfer-encoding", b"host")
+
+
+async def _read_head(reader: asyncio.StreamReader, timeout: float, *,
+                     strict: bool) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    """Read one head; with ``strict`` (requests from the network) refuse anything ambiguous.
+
+    The SuperLink's HTTP parser must never see a different request boundary than this
+    proxy did, so bare LF or CR, obs-folding, malformed names and repeated framing headers
+    are refused rather than normalised.
+    """
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            raise ConnectionError("connection closed inside a request head") from None
+            raise ConnectionError("connection closed inside a head") from None
         return None
     except asyncio.LimitOverrunError:
-        raise _Refused("request head too large") from None
+        raise _Refused("head too large") from None
     lines = head[:-4].split(b"\r\n")
     headers = []
     for line in lines[1:]:
-        name, _, value = line.partition(b":")
+        name, colon, value = line.partition(b":")
+        if strict and (not colon or not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value)):
+            raise _Refused("malformed header line")
         headers.append((name.strip().lower(), value.strip()))
+    if strict:
+        if b"\n" in lines[0] or b"\r" in lines[0]:
+            raise _Refused("malformed request line")
+        names = [name for name, _ in headers]
+        if any(names.count(single) > 1 for single in _SINGLE):
+            raise _Refused("repeated framing header")
     return lines[0], headers
 
 
@@ -114,6 +136,7 @@ class FleetProxy:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(asyncio.start_server(
                 self._handle, self.listen[0], self.listen[1], ssl=self.ssl_context, limit=MAX_HEAD_BYTES,
@@ -129,7 +152,8 @@ class FleetProxy:
         pending = asyncio.all_tasks(self._loop)
         for task in pending:
             task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def stop(self) -> None:
@@ -138,13 +162,24 @@ class FleetProxy:
         if self._thread is not None:
             self._thread.join(10)
 
+    async def _refuse(self, writer: asyncio.StreamWriter, peer_host: str, what: str) -> None:
+        with self.stats.lock:
+            self.stats.refused += 1
+        log.warning("refused %s: %s", peer_host, what)
+        writer.write(_forbidden())
+        await writer.drain()
+
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         peer = client_writer.get_extra_info("peername")
         peer_host = str(peer[0]) if peer else "?"
         up_reader = up_writer = None
         try:
             while True:
-                request = await _read_head(client_reader, IDLE_TIMEOUT_S)
+                try:
+                    request = await _read_head(client_reader, IDLE_TIMEOUT_S, strict=True)
+                except _Refused as exc:
+                    await self._refuse(client_writer, peer_host, str(exc))
+                    return
                 if request is None:
                     return
                 request_line, headers = request
@@ -152,22 +187,20 @@ class FleetProxy:
                 length = header_map.get(b"content-length", b"0")
                 if (not ALLOWED_REQUEST.match(request_line) or b"transfer-encoding" in header_map
                         or b"upgrade" in header_map or not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                    with self.stats.lock:
-                        self.stats.refused += 1
-                    log.warning("refused %s: %r", peer_host, request_line[:100].decode("latin-1"))
-                    client_writer.write(_forbidden())
-                    await client_writer.drain()
+                    await self._refuse(client_writer, peer_host, repr(request_line[:100].decode("latin-1")))
                     return
+                # Headers the client named in Connection: are hop-by-hop too (RFC 9110 7.6.1).
+                named = {n.strip().lower() for n in header_map.get(b"connection", b"").split(b",")}
                 if up_writer is None:
                     up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD_BYTES)
                 forwarded = [request_line] + [k + b": " + v for k, v in headers
-                                              if k not in HOP_BY_HOP and k != b"x-forwarded-for"]
+                                              if k not in HOP_BY_HOP and k not in named and k != b"x-forwarded-for"]
                 forwarded.append(b"x-forwarded-for: " + peer_host.encode())
                 up_writer.write(b"\r\n".join(forwarded) + b"\r\n\r\n")
                 await _copy_exact(client_reader, up_writer, int(length))
                 with self.stats.lock:
                     self.stats.forwarded += 1
-                response = await _read_head(up_reader, 300.0)
+                response = await _read_head(up_reader, 300.0, strict=False)
                 if response is None:
                     raise ConnectionError("the SuperLink closed the connection")
                 status_line, response_headers = response
