@@ -107,7 +107,10 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
         out.write(f"  round {record['round']}: {record.get('clients_ok')} clients, "
                   f"train loss {record.get('train_loss', float('nan')):.4f}, "
                   f"eval accuracy {record.get('eval_accuracy', float('nan')):.4f}, "
-                  f"{record.get('wall_seconds', 0):.1f} s (clients' training {record.get('client_train_seconds_max', 0):.1f} s)\n")
+                  f"{record.get('wall_seconds', 0):.1f} s; slowest board: process start-up "
+                  f"{record.get('client_startup_seconds_max', 0):.1f} s, handler "
+                  f"{record.get('client_handler_seconds_max', 0):.1f} s, of it training "
+                  f"{record.get('client_train_seconds_max', 0):.1f} s\n")
     if code == 0 and len(records) < rounds:
         return 1
     return code

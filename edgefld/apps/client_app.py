@@ -29,6 +29,21 @@ from edgefld.apps.records import record_from, weights_from
 app = ClientApp()
 
 
+def _process_started_at() -> float | None:
+    """When this ClientApp process started (Linux), to tell start-up cost from training in the metrics."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+_PROCESS_STARTED_AT = _process_started_at()
+
+
 class RefusedMessage(Exception):
     """An expected reason to answer with an error reply instead of a result."""
 
@@ -164,6 +179,7 @@ def _refusal(msg: Message, context: Context, exc: RefusedMessage, phase: str) ->
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    handler_started_at = time.time()
     try:
         node, run, task, backend = _prepare(context)
         part = _partition(node, run, task)
@@ -201,6 +217,10 @@ def train(msg: Message, context: Context) -> Message:
             "train_seconds": float(result.seconds),
             "val_loss": float(validation.loss),
             "val_accuracy": float(validation.accuracy),
+            # Where a round's time goes on the board: process start-up (interpreter, imports),
+            # then this handler (data, backend, validation, training).
+            "startup_seconds": float(handler_started_at - _PROCESS_STARTED_AT) if _PROCESS_STARTED_AT else 0.0,
+            "handler_seconds": float(time.time() - handler_started_at),
             "num-examples": int(result.num_examples),
         }),
         "client": ConfigRecord({

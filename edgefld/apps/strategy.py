@@ -34,6 +34,8 @@ class RoundStats:
     failures: list[dict[str, Any]] = field(default_factory=list)
     train_metrics: dict[str, float] = field(default_factory=dict)
     client_seconds_max: float = 0.0
+    client_startup_seconds_max: float = 0.0
+    client_handler_seconds_max: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
     backends: dict[str, int] = field(default_factory=dict)
@@ -83,8 +85,12 @@ class ResumableFedAvg(FedAvg):
             backend = str(client["backend"]) if "backend" in client else "unknown"
             stats.backends[backend] = stats.backends.get(backend, 0) + 1
             metrics = reply.content.get("metrics")
-            if metrics is not None and "train_seconds" in metrics:
-                stats.client_seconds_max = max(stats.client_seconds_max, float(metrics["train_seconds"]))
+            if metrics is not None:
+                for key, attribute in (("train_seconds", "client_seconds_max"),
+                                       ("startup_seconds", "client_startup_seconds_max"),
+                                       ("handler_seconds", "client_handler_seconds_max")):
+                    if key in metrics:
+                        setattr(stats, attribute, max(getattr(stats, attribute), float(metrics[key])))
             accepted.append(reply)
         missing = stats.train_sent - len(replies)
         if missing > 0:

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgefld.data.sources import DatasetSpec, dataset_spec, file_digest
 from edgefld.errors import DataError, StateWriteError
+from edgefld.persist import fsync_dir
 
 FORMAT_VERSION = 1
 ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
@@ -178,7 +179,7 @@ def write_store(
                     "arrays": entries,
                 }
                 _write_durably(staging / META_FILENAME, json.dumps(meta, indent=2).encode("utf-8") + b"\n")
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 _swap_in(root, name, staging)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -234,7 +235,7 @@ def _swap_in(root: Path, name: str, staging: Path) -> None:
     if current.exists():
         current.rename(previous)
     staging.rename(current)
-    _fsync_dir(root)
+    fsync_dir(root)
     shutil.rmtree(previous, ignore_errors=True)
 
 
@@ -257,11 +258,3 @@ def _write_durably(path: Path, content: bytes) -> None:
         file.write(content)
         file.flush()
         os.fsync(file.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -80,30 +80,19 @@ def test_corpus_has_at_least_40_distinct_cases():
 
 
 def _check_config_as_unprivileged(path) -> tuple[int, str]:
-    """Run `edgefl check-config` in a forked child that dropped root, so file modes apply."""
+    """`edgefl check-config PATH` as an unprivileged user: (exit code, stderr)."""
     import io
     import sys
 
     from edgefld.cli.main import main
+    from tests.unprivileged import run_as_nobody
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            sys.stderr = io.StringIO()
-            code = main(["check-config", str(path)])
-            os.write(write_end, f"{code}\n{sys.stderr.getvalue()}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        result = pipe.read()
-    os.waitpid(pid, 0)
-    code, _, err = result.partition("\n")
+    def check() -> str:
+        sys.stderr = io.StringIO()
+        code = main(["check-config", str(path)])
+        return f"{code}\n{sys.stderr.getvalue()}"
+
+    code, _, err = run_as_nobody(check).partition("\n")
     return int(code), err
 
 

@@ -121,30 +121,16 @@ def test_atomic_write_onto_a_directory_keeps_it_and_cleans_up(tmp_path):
 
 def _write_as_nobody(target: Path, data: bytes) -> str:
     """atomic_write_bytes in a forked child that dropped root; returns the error text or 'ok'."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
+    from tests.unprivileged import run_as_nobody
+
+    def write() -> str:
         try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            try:
-                atomic_write_bytes(target, data)
-                result = "ok"
-            except StateWriteError as exc:
-                result = f"StateWriteError:{exc}"
-            except BaseException as exc:  # noqa: BLE001
-                result = f"{type(exc).__name__}:{exc}"
-            os.write(write_end, result.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        result = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return result
+            atomic_write_bytes(target, data)
+        except StateWriteError as exc:
+            return f"StateWriteError:{exc}"
+        return "ok"
+
+    return run_as_nobody(write)
 
 
 def test_atomic_write_into_read_only_directory_keeps_previous_file(tmp_path):
