@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from edgefld.persist import read_jsonl
-from edgefld.server.superlink import free_loopback_port
+from edgefld.procs import free_loopback_port
 
 DEMO_CONFIG = """\
 # Written by `edgefl demo`: a local federation on 127.0.0.1.
@@ -84,7 +84,7 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
         server = start("[server]  ", ["server", "--config", str(config)])
         for cid in range(clients):
             start(f"[client {cid}]", ["client", "--config", str(config), "--cid", str(cid),
-                                      "--state-dir", f"client-{cid}", "--runtime-port", str(free_loopback_port())])
+                                      "--state-dir", f"client-{cid}"])
         code = server.wait()
     except KeyboardInterrupt:
         code = 130

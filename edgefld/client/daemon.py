@@ -26,7 +26,7 @@ from edgefld.config.schema import toml_literal
 from edgefld.errors import BackendUnavailable, StateWriteError
 from edgefld.hardware import detect_board
 from edgefld.logs import get_logger, setup_logging
-from edgefld.procs import flower_environment, spawn, stop_tree, tool_path
+from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
 from edgefld.profile import Profile, choose_profile
 from edgefld.systemd import Notifier
 
@@ -113,9 +113,10 @@ class ClientDaemon:
         return path
 
     def _start_supernode(self, config_path: Path, profile: Profile) -> None:
+        runtime_port = self.client.runtime_port or free_loopback_port()
         argv = [
             tool_path("flower-supernode"), "--insecure", "--superlink", self.client.server,
-            "--node-config", str(config_path), "--port", str(self.client.runtime_port),
+            "--node-config", str(config_path), "--port", str(runtime_port),
         ]
         threads = str(profile.threads)
         env = flower_environment(self.state_dir / "flwr", {

@@ -181,9 +181,10 @@ KEYS: tuple[Key, ...] = (
         doc="Where datasets are stored once, preprocessed (`edgefl data download|import`)."),
     Key("client", "state_dir", "path", "/var/lib/edgefl/client", flag="--state-dir",
         doc="The client's own state (Flower's node files, last round's result)."),
-    Key("client", "runtime_port", "int", 9094, minimum=1024, maximum=65535, flag="--runtime-port",
-        doc="Port of Flower's SuperNode runtime API on 127.0.0.1 (local only). Several clients on one "
-            "host need one each (the edgefl-client@ units use 9094 + cid)."),
+    Key("client", "runtime_port", "int", 0, minimum=0, maximum=65535, flag="--runtime-port",
+        doc="Port of Flower's SuperNode runtime API on 127.0.0.1 (local only). 0 picks a free port at "
+            "every start, so several clients run on one host without further settings.",
+        extra_check=lambda port: "must be 0 (pick a free port) or 1024..65535" if 0 < port < 1024 else None),
     Key("client", "ready_timeout", "float", 60.0, minimum=0.0, maximum=86_400.0,
         doc="Seconds to wait for the server before telling systemd the client is up anyway (it keeps "
             "retrying; `systemctl status` then says it is waiting), so `systemctl start` does not hang."),

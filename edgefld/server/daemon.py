@@ -117,7 +117,7 @@ class ServerDaemon:
 
     def _start_services(self) -> None:
         self.superlink = SuperLink(self.state_dir, self.state_dir / "logs" / "superlink.log")
-        self.superlink.start()
+        self.superlink.start(keepalive=self.notifier.watchdog)
         host, port = parse_host_port(self.server.listen)
         self.proxy = FleetProxy(host, port, "127.0.0.1", self.superlink.port)
         try:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from edgefld.errors import EdgeflError
-from edgefld.procs import flower_environment, spawn, stop_tree, tool_path
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
 
 
 class SuperLink:
@@ -31,7 +25,8 @@ class SuperLink:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
+        """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
         argv = [
             tool_path("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
             "--database", str(self.state_dir / "superlink.db"), "--disable-runtime-dependency-installation",
@@ -46,6 +41,7 @@ class SuperLink:
                                   f"see {self.log_path}")
             if self.healthy():
                 return
+            keepalive()
             time.sleep(0.1)
         raise EdgeflError(f"Flower's SuperLink did not answer within {timeout:.0f} s; see {self.log_path}")
 

@@ -105,8 +105,8 @@ class Federation:
         return self._start(name, ["server"])
 
     def start_client(self, cid: int, *extra: str) -> Daemon:
-        return self._start(f"client-{cid}", ["client", "--cid", str(cid), "--state-dir", f"client-{cid}",
-                                             "--runtime-port", str(free_port()), *extra])
+        # No --runtime-port: the default (0) picks a free local port, as several units on one host rely on.
+        return self._start(f"client-{cid}", ["client", "--cid", str(cid), "--state-dir", f"client-{cid}", *extra])
 
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
