@@ -37,6 +37,8 @@ cid = 0
 server = "127.0.0.1:{port}"
 data_dir = "data"
 state_dir = "client-0"
+# The clients share this machine's CPUs: more threads than cores makes OpenMP spin.
+threads = {threads}
 
 [log]
 level = "info"
@@ -60,7 +62,8 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
     work.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
     config = work / "edgefl.toml"
-    config.write_text(DEMO_CONFIG.format(port=port, clients=clients, rounds=rounds, epochs=epochs))
+    threads = max(1, (os.cpu_count() or 1) // clients)
+    config.write_text(DEMO_CONFIG.format(port=port, clients=clients, rounds=rounds, epochs=epochs, threads=threads))
     edgefl = [sys.executable, "-m", "edgefld.cli.main"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
@@ -109,7 +112,8 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
                   f"eval accuracy {record.get('eval_accuracy', float('nan')):.4f}, "
                   f"{record.get('wall_seconds', 0):.1f} s; slowest board: process start-up "
                   f"{record.get('client_startup_seconds_max', 0):.1f} s, handler "
-                  f"{record.get('client_handler_seconds_max', 0):.1f} s, of it training "
+                  f"{record.get('client_handler_seconds_max', 0):.1f} s (loading the backend "
+                  f"{record.get('client_prepare_seconds_max', 0):.1f} s), training "
                   f"{record.get('client_train_seconds_max', 0):.1f} s\n")
     if code == 0 and len(records) < rounds:
         return 1

@@ -86,8 +86,9 @@ class Profile:
         return task in self.tasks
 
 
-def choose_profile(board: Board, backend_setting: str, installed: frozenset[str]) -> Profile:
-    """Apply the first matching rule; ``backend_setting`` is [client] backend ("auto" or a name).
+def choose_profile(board: Board, backend_setting: str, installed: frozenset[str], threads_setting: int = 0) -> Profile:
+    """Apply the first matching rule; ``backend_setting`` is [client] backend ("auto" or a name),
+    ``threads_setting`` is [client] threads (0: one per online CPU).
 
     Raises BackendUnavailable when an explicitly configured backend is not installed.
     """
@@ -125,6 +126,10 @@ def choose_profile(board: Board, backend_setting: str, installed: frozenset[str]
     # A power mode that takes cores offline (Jetson nvpmodel, or a hot-unplugged core)
     # leaves less compute: shrink the work in proportion so a round takes about as long.
     threads = max(1, board.cpus_online)
+    if threads_setting:
+        if threads_setting > threads:
+            notes.append(f"threads = {threads_setting} is more than the {threads} CPUs online")
+        threads = threads_setting
     max_samples = rule.max_train_samples
     if board.cpus_present > board.cpus_online:
         fraction = board.cpus_online / board.cpus_present

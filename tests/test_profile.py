@@ -123,3 +123,9 @@ def test_readme_policy_table_matches_the_rules():
         assert tasks == ", ".join(rule.tasks)
         assert int(batch) == rule.batch_size_cap
         assert samples == str(rule.max_train_samples)
+
+
+def test_threads_setting_overrides_the_cpu_count():
+    assert choose_profile(jetson(online=4, present=4), "auto", ALL, threads_setting=1).threads == 1
+    p = choose_profile(jetson(online=4, present=4), "auto", ALL, threads_setting=8)
+    assert p.threads == 8 and "threads = 8 is more than the 4 CPUs online" in p.notes

@@ -182,6 +182,7 @@ def train(msg: Message, context: Context) -> Message:
     handler_started_at = time.time()
     try:
         node, run, task, backend = _prepare(context)
+        prepare_seconds = time.time() - handler_started_at  # importing the backend dominates it
         part = _partition(node, run, task)
         images, labels = part.train_x, part.train_y
         server_round = _server_round(msg)
@@ -221,6 +222,7 @@ def train(msg: Message, context: Context) -> Message:
             # then this handler (data, backend, validation, training).
             "startup_seconds": float(handler_started_at - _PROCESS_STARTED_AT) if _PROCESS_STARTED_AT else 0.0,
             "handler_seconds": float(time.time() - handler_started_at),
+            "prepare_seconds": float(prepare_seconds),
             "num-examples": int(result.num_examples),
         }),
         "client": ConfigRecord({

@@ -147,6 +147,7 @@ def main(grid: Grid, context: Context) -> None:
                 "client_train_seconds_max": round(stats.client_seconds_max, 3),
                 "client_startup_seconds_max": round(stats.client_startup_seconds_max, 3),
                 "client_handler_seconds_max": round(stats.client_handler_seconds_max, 3),
+                "client_prepare_seconds_max": round(stats.client_prepare_seconds_max, 3),
                 "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received,
                 "backends": stats.backends, "wall_seconds": round(time.time() - stats.started, 3),
             })

@@ -36,6 +36,7 @@ class RoundStats:
     client_seconds_max: float = 0.0
     client_startup_seconds_max: float = 0.0
     client_handler_seconds_max: float = 0.0
+    client_prepare_seconds_max: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
     backends: dict[str, int] = field(default_factory=dict)
@@ -88,7 +89,8 @@ class ResumableFedAvg(FedAvg):
             if metrics is not None:
                 for key, attribute in (("train_seconds", "client_seconds_max"),
                                        ("startup_seconds", "client_startup_seconds_max"),
-                                       ("handler_seconds", "client_handler_seconds_max")):
+                                       ("handler_seconds", "client_handler_seconds_max"),
+                                       ("prepare_seconds", "client_prepare_seconds_max")):
                     if key in metrics:
                         setattr(stats, attribute, max(getattr(stats, attribute), float(metrics[key])))
             accepted.append(reply)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     profile: Profile | None = None
     problem: EdgeflError | None = None
     try:
-        profile = choose_profile(board, config.client.backend, installed_backends())
+        profile = choose_profile(board, config.client.backend, installed_backends(), config.client.threads)
     except EdgeflError as exc:
         problem = exc
     if args.json:

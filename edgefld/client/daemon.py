@@ -72,7 +72,7 @@ class ClientDaemon:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         board = detect_board()
-        profile = choose_profile(board, self.client.backend, installed_backends())
+        profile = choose_profile(board, self.client.backend, installed_backends(), self.client.threads)
         if profile.backend is None:
             raise BackendUnavailable("; ".join(profile.notes))
         log.info("board: %s (%s, %d MB, %d/%d CPUs); profile %s: %s on %s, %d threads, tasks %s",

@@ -177,6 +177,9 @@ KEYS: tuple[Key, ...] = (
     Key("client", "backend", "choice", "auto", choices=BACKENDS, flag="--backend",
         doc="Training framework. \"auto\" lets edgefl choose from the board and what is installed "
             "(see `edgefl detect`); naming one that is not installed is an error."),
+    Key("client", "threads", "int", 0, minimum=0, maximum=1024, flag="--threads",
+        doc="CPU threads for training. 0 = the CPUs online (the profile's choice); set it lower when "
+            "the board also does other work or runs several clients."),
     Key("client", "data_dir", "path", "/var/lib/edgefl/data", flag="--data-dir",
         doc="Where datasets are stored once, preprocessed (`edgefl data download|import`)."),
     Key("client", "state_dir", "path", "/var/lib/edgefl/client", flag="--state-dir",

@@ -78,7 +78,7 @@ class Federation:
         lines = ["[server]", f'listen = "{self.listen_host}:{self.port}"', 'state_dir = "server"', 'data_dir = "data"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.server_config.items()]
         lines += ["", "[client]", "cid = 0", f'server = "{self.listen_host}:{self.port}"', 'data_dir = "data"',
-                  "ready_timeout = 5.0"]
+                  "ready_timeout = 5.0", "threads = 1"]  # several clients share two cores
         self.config_path.write_text("\n".join(lines) + "\n")
 
     @property
