@@ -94,6 +94,9 @@ def test_server_killed_mid_run_resumes_from_its_checkpoint(federation):
     # No round repeated, none lost; the second server started after round 1 (or 2, if it
     # finished in the moment of the kill).
     assert _rounds(fed) == [1, 2, 3], fed.metrics()
+    for record in fed.metrics():
+        print({k: record[k] for k in ("round", "clients_ok", "clients_failed", "train_loss", "eval_accuracy",
+                                      "wall_seconds")})
     log = restarted.log()
     assert "resuming: rounds 1" in log
     assert "task digits: rounds 2..3" in log or "task digits: rounds 3..3" in log
