@@ -29,7 +29,7 @@ def add_override_flags(parser: argparse.ArgumentParser, *tables: str) -> None:
                     key.flag,
                     dest=f"override__{table}__{key.name}",
                     metavar=key.name.upper(),
-                    help=f"{key.allowed()}",
+                    help=f"{key.doc.split('. ')[0].rstrip('.')}. Allowed: {key.allowed()}.",
                 )
 
 
