@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import tomllib
 import urllib.parse
@@ -741,17 +742,17 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
             "installs the systemd units edgefl-client, edgefl-client@ and edgefl-server\n"
             "(not enabled: set cid and server in /etc/edgefl.toml first). No training\n"
             "framework is included: install edgefl-backend-torch."),
-        TORCH_PACKAGE: (
-            "PyTorch training backend for edgefl\n"
-            "Installs PyTorch (CPU build) into edgefl's bundled environment under\n"
-            "/opt/edgefl/venv, so the edgefl daemons can train the "
-            + ", ".join(backend["tasks"]) + " tasks.\n"
-            ".\n"
-            + ("On this architecture torchvision is included too (cifar10's MobileNetV3)."
-               if "cifar10" in backend["tasks"] else
-               "torchvision is not included on this architecture, so the cifar10 task\n"
-               "(MobileNetV3-small) is unavailable; mnist and digits work.")),
+        TORCH_PACKAGE: "PyTorch training backend for edgefl\n" + "\n.\n".join(textwrap.fill(text, 78) for text in (
+            "Installs PyTorch (CPU build) into edgefl's bundled environment under /opt/edgefl/venv, "
+            f"so the edgefl daemons can train the {', '.join(backend['tasks'])} tasks.",
+            "On this architecture torchvision is included too (cifar10's MobileNetV3)."
+            if "cifar10" in backend["tasks"] else
+            "torchvision is not included on this architecture, so the cifar10 task (MobileNetV3-small) "
+            "is unavailable; mnist and digits work.")),
     }
+    for text in descriptions.values():
+        if max(map(len, text.splitlines())) > 79:
+            raise BuildError(f"a description line is longer than 79 characters: {text!r}")
 
     # ---- edgefl
     stage = paths.work / "stage" / "edgefl"

@@ -440,6 +440,9 @@ class SystemTest:
         s = self.show(SERVER, "ActiveState", "Result", "ExecMainStatus")
         check(s["ActiveState"] == "inactive" and s["Result"] == "success" and took < 15,
               f"stopped in {took:.1f} s: {s['ActiveState']}, result {s['Result']}, exit {s['ExecMainStatus']}")
+        # KillMode=mixed: what the daemon left behind is SIGKILLed by systemd once it exited.
+        for line in self.journal(SERVER, cursor, lines=0, grep=r"Killing process"):
+            log(f"  note: {line}")
         time.sleep(6)
         self.status_lines(CLIENTS)
         for unit in CLIENTS:

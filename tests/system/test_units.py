@@ -61,6 +61,9 @@ def test_notify_watchdog_and_restart_policy(name):
     # A crash loop must be able to trip the start limit: burst restarts fit in the interval.
     assert int(one(unit, "StartLimitBurst")) * seconds(one(unit, "RestartSec")) < seconds(
         one(unit, "StartLimitIntervalSec"))
+    # The daemon stops its Flower children with one SIGTERM; a second one (control-group)
+    # hits Flower's default handler and kills them before they deregister.
+    assert one(unit, "KillMode") == "mixed"
     assert one(unit, "User") == one(unit, "Group") == "edgefl"
     assert one(unit, "WantedBy") == "multi-user.target"
 
@@ -69,6 +72,8 @@ def test_notify_watchdog_and_restart_policy(name):
 def test_client_unit(name):
     unit = parse(name)
     assert one(unit, "Restart") == "always"
+    # On a host that also runs the server: started after it, stopped before it.
+    assert "edgefl-server.service" in one(unit, "After").split()
     # READY comes after registration or [client] ready_timeout; board detection (a Jetson's
     # CUDA probe) and the interpreter's start come before.
     assert seconds(one(unit, "TimeoutStartSec")) >= key("client", "ready_timeout").default + 60
