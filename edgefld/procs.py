@@ -66,26 +66,85 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], output: IO[bytes] | int |
 
 
 def stop_tree(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int | None:
-    """SIGTERM the child's process group, SIGKILL what is left after ``timeout``; reap the child."""
+    """SIGTERM the child's process group and its descendants, SIGKILL what is left after
+    ``timeout`` (one deadline for all); reap the child.
+
+    Descendants are collected before the first signal: Flower starts some of its processes
+    (flwr-serverapp, flwr-clientapp) in sessions of their own, outside the group, and once
+    their parent has exited they are reparented and no longer recognisable as ours.
+    """
+    deadline = time.monotonic() + timeout
+    strays = [pid for pid in descendants(process.pid) if _pgid(pid) != process.pid]
+    _signal_group(process.pid, signal.SIGTERM)
+    for pid in strays:
+        _signal_pid(pid, signal.SIGTERM)
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout)
+        process.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_alive(process.pid):
+    while time.monotonic() < deadline and (
+        _group_alive(process.pid) or any(_pid_alive(pid) for pid in strays)
+    ):
         time.sleep(0.05)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_group(process.pid, signal.SIGKILL)
+    for pid in strays:
+        _signal_pid(pid, signal.SIGKILL)
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+def descendants(root: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of ``root``'s children, their children, ... as /proc shows them now."""
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name, in parentheses, may itself hold spaces and parentheses.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_pid(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -16,13 +16,14 @@ class BackendSpec:
     name: str
     # Any one of these top-level modules makes the backend usable.
     probe_modules: tuple[str, ...]
-    extra: str  # the pip extra / how to install it, for messages
+    extra: str  # how to install it, as a Debian package and as a pip extra, for messages
 
 
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
-        BackendSpec("torch", ("torch",), "edgefl[torch] (or NVIDIA's JetPack torch on a Jetson)"),
+        BackendSpec("torch", ("torch",),
+                    "edgefl-backend-torch (pip: edgefl[torch]; on a Jetson, NVIDIA's JetPack torch)"),
         BackendSpec("tensorflow", ("tensorflow",), "edgefl[tensorflow]"),
         BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"), "edgefl[litert]"),
     )

@@ -91,7 +91,7 @@ def load_config(
         except RecursionError:
             raise ConfigError("TOML nesting is too deep", source=source) from None
         lines = _locate_keys(text)
-    sections, present, origins = _validate(source, data, lines)
+    sections, present, origins = _validate(source, data, lines, supplied=frozenset(overrides or ()))
     for (table, name), (flag, raw) in (overrides or {}).items():
         key_ = KEYS_BY_TABLE[table][name]
         try:
@@ -209,7 +209,10 @@ def _locate_keys(text: str) -> dict[tuple[str, str], int]:
 
 
 def _validate(
-    source: str, data: dict[str, Any], lines: dict[tuple[str, str], int]
+    source: str,
+    data: dict[str, Any],
+    lines: dict[tuple[str, str], int],
+    supplied: frozenset[tuple[str, str]] = frozenset(),  # (table, key)s a command-line flag sets
 ) -> tuple[dict[str, dict[str, Any]], set[tuple[str, str]], dict[tuple[str, str], str]]:
     sections: dict[str, dict[str, Any]] = {
         t: {k.name: (None if k.default is REQUIRED else k.default) for k in keys.values()}
@@ -259,9 +262,10 @@ def _validate(
             present.add((table, name))
             origins[(table, name)] = f"{source}:{line}" if line else source
         # A table that is present but lacks its required keys is half-edited: say so now,
-        # not when the daemon starts.
+        # not when the daemon starts. A flag may supply it (edgefl-client@.service passes
+        # --cid %i, so its instances share one [client] table without a cid).
         for key_ in allowed.values():
-            if key_.required and key_.name not in body:
+            if key_.required and key_.name not in body and (table, key_.name) not in supplied:
                 hint = f"set `{key_.name} = {_toml_literal(key_.example)}`"
                 raise ConfigError(
                     f"missing required key in [{table}]; {hint}",

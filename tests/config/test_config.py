@@ -156,3 +156,14 @@ def test_fuzz_raw_bytes_never_escape_as_other_errors(tmp_path_factory, data):
         load_config(path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_a_flag_supplies_a_required_key_the_file_table_lacks(tmp_path):
+    # edgefl-client@.service: the instances share one [client] table and pass --cid %i.
+    path = tmp_path / "edgefl.toml"
+    path.write_text('[client]\nserver = "127.0.0.1:9"\n')
+    config = load_config(path, {("client", "cid"): ("--cid", "3")})
+    config.require("client", ("cid", "server"))
+    assert config.client.cid == 3 and config.origins[("client", "cid")] == "--cid"
+    with pytest.raises(ConfigError, match=r"\[client\] cid: missing required key in \[client\]"):
+        load_config(path, {("client", "server"): ("--server", "127.0.0.1:10")})
