@@ -10,7 +10,7 @@ STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean default-config deb deb-lock lint-deb check-deb
+.PHONY: demo test test-fast venv clean default-config deb deb-lock lint-deb check-deb
 
 venv: $(STAMP)
 
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv
 demo: venv
 	$(VENV)/bin/edgefl demo
 
-test: venv
+# All tests: the pytest suite, then (as root, which systemd-nspawn needs) the system test
+# of the .debs under a real systemd. `make test-fast` is the pytest suite alone.
+test: test-fast
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-system; \
+	else echo "make test: test-system skipped: it needs root (systemd-nspawn); run sudo make test-system" >&2; fi
+
+test-fast: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Regenerate the shipped etc/edgefl.toml from the schema (a test checks they match).
