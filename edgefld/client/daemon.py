@@ -232,9 +232,12 @@ class ClientDaemon:
             if self.registered.is_set() and not self._ready_sent:
                 self._ready(f"registered with {self.client.server} as node {self.node_id}; waiting for a round")
             elif not self._ready_sent and time.monotonic() - started_at > self.client.ready_timeout:
-                log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
-                            self.client.ready_timeout)
-                self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
+                if self.refusal is not None:  # the server answers but turns this board away: say that instead
+                    self._ready(f"not admitted by {self.client.server} yet, retrying")
+                else:
+                    log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
+                                self.client.ready_timeout)
+                    self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
             self._report_last_round()
             code = self.supernode.poll()
             if code is not None:
