@@ -12,11 +12,11 @@ import sys
 from typing import Sequence
 
 from edgefld import __version__
-from edgefld.cli import check_config, client, data, demo, detect, exit_codes, server
+from edgefld.cli import check_config, client, data, demo, detect, exit_codes, pki, server
 from edgefld.errors import EdgeflError
 from edgefld.exit_codes import ExitCode
 
-SUBCOMMANDS = (detect, check_config, client, server, data, demo, exit_codes)
+SUBCOMMANDS = (detect, check_config, client, server, data, demo, pki, exit_codes)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,6 +7,13 @@ it, and otherwise retries on its own; this daemon restarts it with a backoff,
 forever, so a board needs no manual restart after the server or the network
 comes back. It tells systemd when it is registered (READY), what the last
 round did (STATUS) and that it is alive (WATCHDOG).
+
+Before each start it probes the server (edgefld.tls): a CA that does not sign
+the server's certificate, or TLS on one side only, is named in one line and,
+three times in a row, ends the daemon with status 78 (systemd does not restart
+it) instead of a SuperNode retrying silently. A key the server has not
+enrolled is named too, and retried: enrolling it on the server is the fix.
+The SuperNode is edgefld.client.supernode, Flower's with a FAB check.
 """
 
 from __future__ import annotations
@@ -15,20 +22,24 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgefld.backends.catalog import installed_backends
 from edgefld.config import Config
 from edgefld.config.schema import toml_literal
-from edgefld.errors import BackendUnavailable, StateWriteError
+from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError, TrustError
 from edgefld.hardware import detect_board
 from edgefld.logs import get_logger, setup_logging
-from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
+from edgefld.pki import PkiError, node_key_fingerprint
+from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.profile import Profile, choose_profile
 from edgefld.systemd import Notifier
+from edgefld.tls import check_client_files, client_tls, probe_server
 
 log = get_logger("client")
 
@@ -36,6 +47,15 @@ POLL_S = 0.5
 BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it registers
 _REGISTERED = re.compile(r"SuperNode ID: (\d+)")
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
+TRUST_FAILURES_BEFORE_EXIT = 3  # in a row: one could be a glitch, three are a configuration
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the server turned this board away; ``fatal``: only a configuration change can fix it."""
+
+    message: str
+    fatal: bool
 
 
 def node_config(config: Config, profile: Profile, status_file: Path) -> dict[str, Any]:
@@ -63,6 +83,14 @@ class ClientDaemon:
         self.notifier = Notifier()
         self.stopping = threading.Event()
         self.supernode: subprocess.Popen[bytes] | None = None
+        self.refusal: Refusal | None = None  # read from the SuperNode's output
+        self.tls = client_tls(self.client)
+        self.key_path = self.client.key.replace("{cid}", str(self.client.cid)) if self.client.key else None
+        check_client_files(self.client, self.key_path, config.source)
+        try:
+            self.key_fingerprint = node_key_fingerprint(Path(self.key_path)) if self.key_path else None
+        except PkiError as exc:
+            raise ConfigError(str(exc), source=config.source, key="[client] key") from None
         self.registered = threading.Event()
         self.node_id: str | None = None
         self._status_mtime = 0.0
@@ -82,24 +110,65 @@ class ClientDaemon:
         for note in profile.notes:
             log.info("profile note: %s", note)
         config_path = self._write_node_config(profile)
-        attempt = 0
+        log.info("connecting to %s with %s", self.client.server, self._describe_security())
+        attempt = trust_failures = 0
         started_at = time.monotonic()
         while not self.stopping.is_set():
-            self._start_supernode(config_path, profile)
-            code = self._supervise(started_at)
-            if self.stopping.is_set():
-                break
+            refusal = self._probe()
+            if refusal is None:
+                self._start_supernode(config_path, profile)
+                code = self._supervise(started_at)
+                if self.stopping.is_set():
+                    break
+                refusal = self.refusal
             if self.registered.is_set():
                 attempt = 0
+            trust_failures = trust_failures + 1 if refusal is not None and refusal.fatal else 0
+            if trust_failures >= TRUST_FAILURES_BEFORE_EXIT:
+                self.notifier.set_status(refusal.message)
+                raise TrustError(refusal.message)
             delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             attempt += 1
-            reason = ("the server no longer knows this node (it restarted)" if code == 0
-                      else f"status {code}")
-            log.warning("SuperNode exited (%s); rejoining in %d s", reason, delay)
-            self.notifier.set_status(f"rejoining {self.client.server} in {delay} s ({reason})")
+            if refusal is not None:
+                log.error("%s; trying again in %d s", refusal.message, delay)
+                self.notifier.set_status(f"{refusal.message}; trying again in {delay} s")
+            else:
+                reason = ("the server no longer knows this node (it restarted)" if code == 0
+                          else f"status {code}")
+                log.warning("SuperNode exited (%s); rejoining in %d s", reason, delay)
+                self.notifier.set_status(f"rejoining {self.client.server} in {delay} s ({reason})")
             self._wait(delay)
         self.notifier.stopping("stopping")
         return 0
+
+    def _describe_security(self) -> str:
+        if not self.tls:
+            return "plain HTTP (TLS off)"
+        trust = f"CA {self.client.ca}" if self.client.ca else "the system's CAs"
+        key = f"node key {self.key_path} ({self.key_fingerprint})" if self.key_path else "no node key"
+        return f"TLS ({trust}), {key}"
+
+    def _probe(self) -> Refusal | None:
+        """Check that TLS (or plain HTTP) matches the server's; an unreachable server is the SuperNode's to wait for."""
+        probe = probe_server(self.client.server, self.tls, self.client.ca)
+        if probe.outcome == "mismatch":
+            return Refusal(probe.message, fatal=True)
+        if probe.outcome == "unreachable":
+            log.debug("probe: %s", probe.message)
+        return None
+
+    def _refusal_in(self, text: str) -> Refusal | None:
+        """Flower's SuperNode names the server's refusals only by code; say what they mean here."""
+        if "[code: 2004]" in text:
+            public = Path(self.key_path).with_suffix(".pub").name if self.key_path else "KEY.pub"
+            return Refusal(f"the server refused this node's key ({self.key_fingerprint}): it is not enrolled there "
+                           f"(run `edgefl enrol {public}` on the server), or, right after a restart, the server "
+                           "still holds this node's previous session (it expires within a minute)", fatal=False)
+        if "[code: 2001]" in text:
+            return Refusal("the server admits only enrolled boards and this board has no node key: create one with "
+                           f"`edgefl pki client-key --cid {self.client.cid}`, set [client] key, and enrol its .pub "
+                           "on the server", fatal=True)
+        return None
 
     def _write_node_config(self, profile: Profile) -> Path:
         path = self.state_dir / "node-config.toml"
@@ -114,8 +183,14 @@ class ClientDaemon:
 
     def _start_supernode(self, config_path: Path, profile: Profile) -> None:
         runtime_port = self.client.runtime_port or free_loopback_port()
+        if self.tls:
+            security = ["--root-certificates", self.client.ca] if self.client.ca else []
+        else:
+            security = ["--insecure"]
+        if self.key_path:
+            security += ["--auth-supernode-private-key", self.key_path]
         argv = [
-            tool_path("flower-supernode"), "--insecure", "--superlink", self.client.server,
+            sys.executable, "-m", "edgefld.client.supernode", *security, "--superlink", self.client.server,
             "--node-config", str(config_path), "--port", str(runtime_port),
         ]
         threads = str(profile.threads)
@@ -124,6 +199,7 @@ class ClientDaemon:
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
         })
         self.registered.clear()
+        self.refusal = None
         self.supernode = spawn(argv, env, subprocess.PIPE)
         threading.Thread(target=self._read_output, args=(self.supernode,), daemon=True).start()
         log.info("connecting to %s as client %d (SuperNode pid %d)", self.client.server, self.client.cid,
@@ -136,7 +212,11 @@ class ClientDaemon:
             line = raw.decode("utf-8", "replace").rstrip()
             text = re.sub(r"\x1b\[[0-9;]*m", "", line)
             found = _REGISTERED.search(text)
-            if found:
+            refusal = self._refusal_in(text)
+            if refusal is not None:
+                self.refusal = refusal
+                log.debug("supernode: %s", text.strip())
+            elif found:
                 self.node_id = found.group(1)
                 self.registered.set()
                 log.info("registered with %s as node %s", self.client.server, self.node_id)
@@ -152,9 +232,12 @@ class ClientDaemon:
             if self.registered.is_set() and not self._ready_sent:
                 self._ready(f"registered with {self.client.server} as node {self.node_id}; waiting for a round")
             elif not self._ready_sent and time.monotonic() - started_at > self.client.ready_timeout:
-                log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
-                            self.client.ready_timeout)
-                self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
+                if self.refusal is not None:  # the server answers but turns this board away: say that instead
+                    self._ready(f"not admitted by {self.client.server} yet, retrying")
+                else:
+                    log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
+                                self.client.ready_timeout)
+                    self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
             self._report_last_round()
             code = self.supernode.poll()
             if code is not None:

@@ -70,7 +70,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
 class Key:
     table: str
     name: str
-    kind: str  # "int" | "float" | "str" | "choice" | "host_port" | "path"
+    kind: str  # "int" | "float" | "str" | "choice" | "host_port" | "path" | "switch" (true, false or "auto")
     default: Any
     doc: str
     minimum: float | None = None
@@ -89,6 +89,11 @@ class Key:
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    @property
+    def optional(self) -> bool:
+        """Unset (None) unless the file or a flag sets it."""
+        return self.default is None
+
     def allowed(self) -> str:
         """What is allowed, in words, for error messages."""
         if self.kind == "choice":
@@ -97,6 +102,8 @@ class Key:
             return 'a string "host:port" (IPv4, host name, or "[IPv6]:port"; port 1..65535)'
         if self.kind == "path":
             return "a string holding a file system path"
+        if self.kind == "switch":
+            return 'true, false or "auto"'
         noun = {"int": "an integer", "float": "a number", "str": "a string"}[self.kind]
         low = "" if self.minimum is None else f"{'>' if self.minimum_exclusive else '>='} {_fmt(self.minimum)}"
         high = "" if self.maximum is None else f"<= {_fmt(self.maximum)}"
@@ -115,6 +122,9 @@ class Key:
             if value != value or value in (float("inf"), float("-inf")):
                 raise ValueError(f"must be {self.allowed()}, got {value}")
             value = float(value)
+        elif self.kind == "switch":
+            if not isinstance(value, bool) and value != "auto":
+                raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
         elif not isinstance(value, str):
             raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
         if self.kind in ("int", "float"):
@@ -153,6 +163,11 @@ class Key:
                 return float(text)
             except ValueError:
                 raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
+        if self.kind == "switch":
+            switch = {"true": True, "false": False, "auto": "auto"}.get(text)
+            if switch is None:
+                raise ValueError(f"must be {self.allowed()}, got \"{text}\"")
+            return switch
         return text
 
 
@@ -188,6 +203,16 @@ KEYS: tuple[Key, ...] = (
         doc="Port of Flower's SuperNode runtime API on 127.0.0.1 (local only). 0 picks a free port at "
             "every start, so several clients run on one host without further settings.",
         extra_check=lambda port: "must be 0 (pick a free port) or 1024..65535" if 0 < port < 1024 else None),
+    Key("client", "tls", "switch", "auto", flag="--tls",
+        doc="TLS to the server's Fleet API. \"auto\": on unless `server` is a loopback address "
+            "(127.0.0.1, ::1, localhost), like the server's own \"auto\"; both sides must agree."),
+    Key("client", "ca", "path", None, example="/var/lib/edgefl/pki/ca.crt", flag="--ca",
+        doc="The fleet's CA certificate (ca.crt from `edgefl pki init-ca`) that the server's certificate "
+            "must be signed by. Not set: the system's trusted CAs."),
+    Key("client", "key", "path", None, example="/var/lib/edgefl/pki/client-{cid}.key", flag="--key",
+        doc="This board's node key (`edgefl pki client-key`; 0600, owned by the service user), for a "
+            "server with node_auth on; its .pub must be enrolled there (`edgefl enrol`). \"{cid}\" in the "
+            "path stands for the client id, so edgefl-client@ instances share one [client] table."),
     Key("client", "ready_timeout", "float", 60.0, minimum=0.0, maximum=86_400.0,
         doc="Seconds to wait for the server before telling systemd the client is up anyway (it keeps "
             "retrying; `systemctl status` then says it is waiting), so `systemctl start` does not hang."),
@@ -195,6 +220,20 @@ KEYS: tuple[Key, ...] = (
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
             "Flower's Control and Runtime APIs stay on loopback."),
+    Key("server", "tls", "switch", "auto", flag="--tls",
+        doc="TLS on the Fleet API. \"auto\": on unless `listen` is a loopback address, so a server "
+            "reachable from the network never speaks plain HTTP. Needs tls_cert and tls_key "
+            "(`edgefl pki server-cert`)."),
+    Key("server", "tls_cert", "path", "/var/lib/edgefl/pki/server.crt",
+        doc="The server's TLS certificate (PEM), signed by the fleet's CA and naming every address boards use."),
+    Key("server", "tls_key", "path", "/var/lib/edgefl/pki/server.key",
+        doc="The private key of tls_cert (PEM; 0600, owned by the service user)."),
+    Key("server", "node_auth", "switch", "auto", flag="--node-auth",
+        doc="Admit only boards whose node key is enrolled (Flower's SuperNode authentication). \"auto\": "
+            "on whenever TLS is on; it needs TLS (a key's signature could be replayed over plain HTTP)."),
+    Key("server", "enrolled_keys", "path", "/var/lib/edgefl/pki/enrolled",
+        doc="Directory of the enrolled boards' public keys, one NAME.pub each (`edgefl enrol` puts them "
+            "here). The running server admits a new file and revokes a removed one within seconds."),
     Key("server", "task", "choice", "digits", choices=TASKS, flag="--task",
         doc="What the federation trains: \"cifar10\" (MobileNetV3-small), \"mnist\" (small CNN) or "
             "\"digits\" (8x8 handwritten digits, shipped with edgefl: needs no download)."),

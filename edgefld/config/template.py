@@ -14,13 +14,16 @@ HEADER = """\
 # /etc/edgefl.toml: configuration of the edgefl client and server daemons.
 #
 # Every key is listed with its default, commented out; uncomment and edit what
-# you need. A board needs only [client] cid and server:
+# you need. A board needs [client] cid and server, and
+# for a server on the network its CA certificate and node key:
 #
 #   [client]
 #   cid = 3
 #   server = "192.168.1.10:9092"
+#   ca = "/var/lib/edgefl/pki/ca.crt"           # TLS: on by default beyond loopback
+#   key = "/var/lib/edgefl/pki/client-3.key"    # node key, enrolled on the server
 #
-# then: systemctl enable --now edgefl-client
+# then: systemctl enable --now edgefl-client (README.md: "Securing a fleet")
 # Check a file with `edgefl check-config [PATH]`; an invalid file makes the
 # daemons exit with status 78 and one line naming the key and what is allowed.
 # Command-line flags override this file (e.g. `edgefl client --cid 3`).
@@ -43,6 +46,9 @@ def default_config_text() -> str:
                 out.append(f"# Command-line override: {key_.flag}.")
             if key_.required:
                 out.append(f"# Required for `edgefl client`; no default. Example:")
+                out.append(f"#{key_.name} = {toml_literal(key_.example)}")
+            elif key_.optional:
+                out.append("# Not set by default. Example:")
                 out.append(f"#{key_.name} = {toml_literal(key_.example)}")
             else:
                 out.append(f"#{key_.name} = {toml_literal(key_.default)}")

@@ -13,7 +13,15 @@ from typing import Any
 
 import httpx
 from flwr.common.serde import fab_to_proto, user_config_to_proto
-from flwr.proto.control_pb2 import ListRunsRequest, StartRunRequest, StopRunRequest, StreamLogsRequest  # noqa: E501
+from flwr.proto.control_pb2 import (
+    ListNodesRequest,
+    ListRunsRequest,
+    RegisterNodeRequest,
+    StartRunRequest,
+    StopRunRequest,
+    StreamLogsRequest,
+    UnregisterNodeRequest,
+)
 from flwr.supercore.control.control_http_client import ControlHttpClient
 from flwr.supercore.error.base import FlowerError
 from flwr.supercore.fab import Fab
@@ -36,10 +44,19 @@ class RunInfo:
         return self.status.startswith("finished")
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: int
+    public_key: bytes  # PEM, as registered
+    name: str
+    status: str  # registered | online | offline | unregistered
+
+
 class Control:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, root_certificates: bytes | None = None) -> None:
         self._client = ControlHttpClient.from_server_address(
-            server_address=address, insecure=True, root_certificates=None, interceptors=[])
+            server_address=address, insecure=root_certificates is None, root_certificates=root_certificates,
+            interceptors=[])
 
     def _call(self, method: str, request: Any) -> Any:
         try:
@@ -79,6 +96,17 @@ class Control:
 
     def stop(self, run_id: int) -> None:
         self._call("StopRun", StopRunRequest(run_id=run_id))
+
+    def nodes(self) -> list[NodeRecord]:
+        response = self._call("ListNodes", ListNodesRequest())
+        return [NodeRecord(int(n.node_id), bytes(n.public_key), n.name, n.status) for n in response.nodes_info]
+
+    def register_node(self, public_key_pem: bytes, name: str) -> int:
+        """Admit a node key (SuperNode authentication); the SuperLink keeps it in its database."""
+        return int(self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_pem, name=name)).node_id)
+
+    def unregister_node(self, node_id: int) -> None:
+        self._call("UnregisterNode", UnregisterNodeRequest(node_id=node_id))
 
     def logs(self, run_id: int) -> str:
         """The ServerApp's log of a finished run (the stream stays open while a run is live)."""

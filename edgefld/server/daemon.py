@@ -1,7 +1,9 @@
 """The edgefl-server daemon: SuperLink, the Fleet-only door, and the training run to its end.
 
-    config -> SuperLink on 127.0.0.1 (state database under state_dir)
-           -> FleetProxy on [server] listen (Fleet API only)
+    config -> SuperLink on 127.0.0.1 (state database under state_dir; node authentication on its
+              own loopback TLS when node_auth is on)
+           -> the enrolled node keys registered with it, kept in step with [server] enrolled_keys
+           -> FleetProxy on [server] listen (Fleet API only; TLS terminates there)
            -> submit the thin FAB, follow the run, one log line per round
            -> resubmit after a failure or a restart: the ServerApp resumes from its checkpoint
 
@@ -11,9 +13,9 @@ again to train on from the last checkpoint).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,12 @@ from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
 from edgefld.persist import load_latest_checkpoint, read_jsonl
+from edgefld.pki import NodeKey, enrolled_keys, fingerprint_of_pem
 from edgefld.server.fab import build_fab
 from edgefld.server.fleet_proxy import FleetProxy
 from edgefld.server.superlink import SuperLink
 from edgefld.systemd import Notifier
+from edgefld.tls import ServerSecurity, server_context, server_security
 
 log = get_logger("server")
 
@@ -54,8 +58,12 @@ class ServerDaemon:
         self.state_dir = Path(self.server.state_dir)
         self.notifier = Notifier()
         self.stopping = threading.Event()
+        self.security: ServerSecurity = server_security(self.server, config.source)
         self.superlink: SuperLink | None = None
+        self.control: Any = None
         self.proxy: FleetProxy | None = None
+        self.enrolled: dict[bytes, NodeKey] = {}  # PEM -> key, as last registered with the SuperLink
+        self._enrolled_listing: object = None  # what the directory looked like at the last sync
         self.run_id: int | None = None
         self.rounds_seen: set[int] = set()
 
@@ -103,8 +111,9 @@ class ServerDaemon:
         try:
             self._start_services()
             self.notifier.ready(f"listening on {self.server.listen}; waiting for {self.server.min_clients} clients")
-            log.info("task %s: rounds %d..%d, at least %d clients, listening on %s (Fleet API only)",
-                     self.server.task, done + 1, self.server.rounds, self.server.min_clients, self.server.listen)
+            log.info("task %s: rounds %d..%d, at least %d clients, listening on %s (Fleet API only; %s)",
+                     self.server.task, done + 1, self.server.rounds, self.server.min_clients, self.server.listen,
+                     self.security.describe())
             return self._drive(run_config)
         finally:
             self._shutdown()
@@ -116,20 +125,88 @@ class ServerDaemon:
         ensure_dataset(get_task(self.server.task).dataset, self.server.data_dir)
 
     def _start_services(self) -> None:
-        self.superlink = SuperLink(self.state_dir, self.state_dir / "logs" / "superlink.log")
+        from edgefld.server.control import Control
+
+        listener_tls = (server_context(self.server.tls_cert, self.server.tls_key, self.config.source)
+                        if self.security.tls else None)
+        self.superlink = SuperLink(self.state_dir, self.state_dir / "logs" / "superlink.log",
+                                   node_auth=self.security.node_auth)
         self.superlink.start(keepalive=self.notifier.watchdog)
+        self.control = Control(self.superlink.address, self.superlink.root_certificates)
+        if self.security.node_auth:
+            self._sync_enrolled()  # before the door opens: enrolled boards get in at once
+            if not self.enrolled:
+                log.warning("no board is enrolled yet: every board will be refused until its key is (`edgefl enrol "
+                            "KEY.pub`; keys go to %s)", self.server.enrolled_keys)
         host, port = parse_host_port(self.server.listen)
-        self.proxy = FleetProxy(host, port, "127.0.0.1", self.superlink.port)
+        self.proxy = FleetProxy(host, port, "127.0.0.1", self.superlink.port, ssl_context=listener_tls,
+                                upstream_ssl=self.superlink.client_context(), on_node_refused=self._node_refused)
         try:
             self.proxy.start()
         except OSError as exc:
             raise EdgeflError(f"cannot listen on {self.server.listen}: {exc.strerror or exc}") from None
 
-    def _drive(self, run_config: dict[str, Any]) -> int:
-        from edgefld.server.control import Control, ControlError
+    # --- node authentication ---------------------------------------------------------------------
+    def _sync_enrolled(self) -> None:
+        """Register new keys in [server] enrolled_keys with the SuperLink, unregister removed ones."""
+        from edgefld.server.control import ControlError
 
-        assert self.superlink is not None
-        control = Control(self.superlink.address)
+        directory = Path(self.server.enrolled_keys)
+        listing = _listing(directory)
+        if listing == self._enrolled_listing:
+            return
+        keys, problems = enrolled_keys(directory)
+        for problem in problems:
+            log.warning("%s: not enrolled", problem)
+        wanted = {key.pem: key for key in keys}
+        try:
+            nodes = self.control.nodes()
+            active = {node.public_key: node for node in nodes if node.status != "unregistered"}
+            revoked = {node.public_key for node in nodes if node.status == "unregistered"}
+            for pem, key in wanted.items():
+                if pem in active:
+                    continue
+                if pem in revoked:
+                    log.error("cannot admit %s (%s) again: Flower keeps a revoked key revoked; give that board a "
+                              "new key (`edgefl pki client-key --force`) and enrol that", key.name, key.fingerprint)
+                    continue
+                node_id = self.control.register_node(pem, key.name)
+                log.info("admitted %s (%s) as node %d", key.name, key.fingerprint, node_id)
+            for pem, node in active.items():
+                if pem not in wanted:
+                    self.control.unregister_node(node.node_id)
+                    log.warning("revoked %s (%s, node %d): its key is no longer in %s", node.name or "a board",
+                                fingerprint_of_pem(pem), node.node_id, directory)
+        except ControlError as exc:
+            log.warning("enrolled keys not synchronised with the SuperLink yet: %s", exc)
+            return  # the listing stays unseen: the next poll tries again
+        self.enrolled = {pem: key for pem, key in wanted.items() if pem not in revoked}
+        self._enrolled_listing = listing
+
+    def _node_refused(self, peer: str, status: int, public_key: bytes | None) -> None:
+        """Called from the proxy's thread when the SuperLink turns a board away at the door."""
+        if status == 401:
+            log.warning("refused %s: its node-key signature is invalid or its clock is off by more than 5 minutes "
+                        "(boards need NTP)", peer)
+        elif public_key is None:
+            log.warning("refused a board without a node key at %s: node authentication is on; the board needs "
+                        "[client] key (`edgefl pki client-key`), enrolled here with `edgefl enrol`", peer)
+        elif public_key in self.enrolled:
+            key = self.enrolled[public_key]
+            log.info("%s (%s) at %s refused while its previous session is still open; it is admitted once that "
+                     "expires (within a minute)", key.name, key.fingerprint, peer)
+        else:
+            try:
+                shown = fingerprint_of_pem(public_key)
+            except ValueError:
+                shown = "an unreadable key"
+            log.warning("refused node key %s from %s: it is not enrolled; to admit that board run `edgefl enrol "
+                        "ITS_KEY.pub` on this server", shown, peer)
+
+    def _drive(self, run_config: dict[str, Any]) -> int:
+        from edgefld.server.control import ControlError
+
+        control = self.control
         # A run left over from before a restart has no ServerApp any more: stop it, so the
         # boards take only the new one.
         for stale in control.runs():
@@ -177,6 +254,8 @@ class ServerDaemon:
         while not self.stopping.wait(POLL_S):
             self.notifier.watchdog()
             self._log_new_rounds()
+            if self.security.node_auth:
+                self._sync_enrolled()
             if self.superlink is None or not self.superlink.alive():
                 raise EdgeflError("Flower's SuperLink exited unexpectedly; see "
                                   f"{self.state_dir / 'logs' / 'superlink.log'}")
@@ -231,6 +310,15 @@ class ServerDaemon:
             self.proxy.stop()
         if self.superlink is not None:
             self.superlink.stop()
+
+
+def _listing(directory: Path) -> object:
+    """Names, sizes and times of the files in ``directory``: changes when a key is added, replaced or removed."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+    except OSError as exc:
+        return f"unreadable: {exc}"
 
 
 def _describe_round(record: dict[str, Any], total: int) -> str:

@@ -4,12 +4,17 @@ It carries no code, only the components and the run config's keys, so every
 board runs the edgefld apps it has installed (a FAB with code would shadow
 them: Flower puts the FAB's files first on sys.path). Flower 1.42 needs
 ``.info/CONTENT`` (path, sha256, size in bits) beside the pyproject.
+
+Boards hold every FAB to that shape (``foreign_fab_problem``, applied by
+edgefld.client.supernode): whoever reaches the SuperLink's Control API can
+submit any FAB, and open-source Flower checks none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import tomllib
 import zipfile
 
 from edgefld import __version__
@@ -50,3 +55,24 @@ def build_fab() -> bytes:
         archive.writestr(zipfile.ZipInfo("pyproject.toml", date_time=_FIXED_TIME), data)
         archive.writestr(zipfile.ZipInfo(".info/CONTENT", date_time=_FIXED_TIME), manifest)
     return buffer.getvalue()
+
+
+def foreign_fab_problem(content: bytes) -> str | None:
+    """Why a FAB is not a thin edgefl FAB, or None: only pyproject.toml and .info/CONTENT, edgefld's components.
+
+    Versions may differ between server and boards, so the pyproject's other fields are not compared: they
+    carry no code (runtime dependency installation is off on the boards).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = [info.filename for info in archive.infolist()]
+            if sorted(names) != [".info/CONTENT", "pyproject.toml"]:
+                extra = [name for name in names if name not in (".info/CONTENT", "pyproject.toml")]
+                return "it carries files besides its pyproject.toml: " + ", ".join(extra[:5] or names[:5])
+            pyproject = tomllib.loads(archive.read("pyproject.toml").decode("utf-8"))
+    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError, OSError) as exc:
+        return f"it cannot be read ({exc})"
+    components = pyproject.get("tool", {}).get("flwr", {}).get("app", {}).get("components")
+    if components != {"serverapp": SERVER_APP, "clientapp": CLIENT_APP}:
+        return f"its components {components!r} are not edgefld's apps"
+    return None

@@ -9,23 +9,33 @@ plus ``/health``; everything else gets 403 without ever reaching the SuperLink.
 
 HTTP/1.1 with keep-alive, one upstream connection per client connection;
 requests must carry Content-Length bodies (SuperNodes never send chunked ones).
-TLS, when configured, terminates here.
+TLS, when configured, terminates here; the SuperLink behind may speak its own
+loopback TLS (``upstream_ssl``). A board the SuperLink refuses at the door (node
+authentication) is reported to ``on_node_refused``, so the server's own log
+says which key was refused and why, not only Flower's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import re
 import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 ALLOWED_REQUEST = re.compile(rb"^(POST /v1/fleet/[a-z0-9-]+|GET /health|HEAD /health) HTTP/1\.1$")
 MAX_HEAD_BYTES = 64 * 1024
 # Flower sends models in chunks of at most 5 MiB (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); leave room.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_TIMEOUT_S = 120.0  # SuperNodes heartbeat every 30 s; a silent connection beyond this is dead
+# Where a SuperNode shows its node key; the SuperLink answers 412 to an unknown or still-active
+# key and to a node without one, 401 to a bad signature or a clock too far off.
+NODE_DOOR = re.compile(rb"^POST /v1/fleet/(activate-node|register-node) ")
+NODE_KEY_HEADER = b"flwr-public-key"
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
               b"transfer-encoding"}
 
@@ -105,6 +115,15 @@ async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await _copy_exact(reader, writer, size + 2)
 
 
+def _node_key(header: bytes | None) -> bytes | None:
+    if not header:
+        return None
+    try:
+        return base64.b64decode(header, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 @dataclass
 class ProxyStats:
     forwarded: int = 0
@@ -116,10 +135,13 @@ class FleetProxy:
     """Runs in its own thread with its own event loop, beside the server daemon's main loop."""
 
     def __init__(self, listen_host: str, listen_port: int, upstream_host: str, upstream_port: int,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, upstream_ssl: ssl.SSLContext | None = None,
+                 on_node_refused: Callable[[str, int, bytes | None], None] | None = None) -> None:
         self.listen = (listen_host, listen_port)
         self.upstream = (upstream_host, upstream_port)
         self.ssl_context = ssl_context
+        self.upstream_ssl = upstream_ssl
+        self.on_node_refused = on_node_refused  # (peer, HTTP status, the node's public key PEM or None)
         self.stats = ProxyStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -192,7 +214,8 @@ class FleetProxy:
                 # Headers the client named in Connection: are hop-by-hop too (RFC 9110 7.6.1).
                 named = {n.strip().lower() for n in header_map.get(b"connection", b"").split(b",")}
                 if up_writer is None:
-                    up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD_BYTES)
+                    up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=MAX_HEAD_BYTES,
+                                                                         ssl=self.upstream_ssl)
                 forwarded = [request_line] + [k + b": " + v for k, v in headers
                                               if k not in HOP_BY_HOP and k not in named and k != b"x-forwarded-for"]
                 forwarded.append(b"x-forwarded-for: " + peer_host.encode())
@@ -209,6 +232,8 @@ class FleetProxy:
                     [status_line] + [k + b": " + v for k, v in response_headers if k not in HOP_BY_HOP
                                      or k == b"transfer-encoding"]) + b"\r\n\r\n")
                 status = int(status_line.split(b" ")[1])
+                if status in (401, 412) and NODE_DOOR.match(request_line) and self.on_node_refused is not None:
+                    self.on_node_refused(peer_host, status, _node_key(header_map.get(NODE_KEY_HEADER)))
                 if request_line.startswith(b"HEAD ") or status in (204, 304) or 100 <= status < 200:
                     pass
                 elif b"chunked" in response_map.get(b"transfer-encoding", b"").lower():

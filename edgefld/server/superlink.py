@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -9,26 +10,55 @@ from pathlib import Path
 from typing import Callable
 
 from edgefld.errors import EdgeflError
+from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
+
+LOOPBACK_TLS_DIR = "loopback-tls"
 
 
 class SuperLink:
-    """SuperLink with its state database under ``state_dir``; Control/Runtime/Fleet on 127.0.0.1:port."""
+    """SuperLink with its state database under ``state_dir``; Control/Runtime/Fleet on 127.0.0.1:port.
 
-    def __init__(self, state_dir: Path, log_path: Path) -> None:
+    With ``node_auth`` it checks node keys (``--enable-supernode-auth``), which Flower refuses to do
+    without TLS. Boards never see this TLS (edgefl's Fleet proxy terminates theirs): it is a
+    loopback-only CA and certificate made afresh at every start, which only this daemon, its
+    proxy and Flower's own ServerApp processes trust.
+    """
+
+    def __init__(self, state_dir: Path, log_path: Path, node_auth: bool = False) -> None:
         self.state_dir = state_dir
         self.log_path = log_path
+        self.node_auth = node_auth
         self.port = free_loopback_port()
         self.process = None
+        self.root_certificates: bytes | None = None  # the loopback CA (PEM) when node_auth is on
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def client_context(self) -> ssl.SSLContext | None:
+        """How this daemon's own connections check the SuperLink (None: plain HTTP)."""
+        if self.root_certificates is None:
+            return None
+        return ssl.create_default_context(cadata=self.root_certificates.decode("ascii"))
+
+    def _loopback_tls_args(self) -> list[str]:
+        directory = self.state_dir / LOOPBACK_TLS_DIR
+        ca_key, ca_cert = create_ca("edgefl SuperLink loopback CA", days=3650)
+        key, cert = issue_server_cert(ca_key, ca_cert, ["127.0.0.1"], days=3650)
+        write_public(directory / "ca.crt", ca_cert)
+        write_public(directory / "superlink.crt", cert)
+        write_private(directory / "superlink.key", key, service_owned=False)
+        self.root_certificates = ca_cert
+        return ["--ssl-ca-certfile", str(directory / "ca.crt"), "--ssl-certfile", str(directory / "superlink.crt"),
+                "--ssl-keyfile", str(directory / "superlink.key"), "--enable-supernode-auth"]
+
     def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
         """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
+        security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
-            tool_path("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+            tool_path("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(self.port),
             "--database", str(self.state_dir / "superlink.db"), "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +76,10 @@ class SuperLink:
         raise EdgeflError(f"Flower's SuperLink did not answer within {timeout:.0f} s; see {self.log_path}")
 
     def healthy(self) -> bool:
+        scheme = "https" if self.root_certificates is not None else "http"
         try:
-            with urllib.request.urlopen(f"http://{self.address}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{scheme}://{self.address}/health", timeout=2,
+                                        context=self.client_context()) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

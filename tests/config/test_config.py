@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgefld.config import load_config, resolve_config_path
-from edgefld.config.schema import KEYS, REQUIRED, parse_host_port
+from edgefld.config.schema import KEYS, parse_host_port
 from edgefld.config.template import default_config_text
 from edgefld.errors import ConfigError
 
@@ -62,6 +63,19 @@ def test_flags_override_the_file(tmp_path):
     assert config.origins[("client", "cid")] == "--cid"
 
 
+def test_tls_switches_and_optional_paths(tmp_path):
+    config = load_config(None)
+    assert (config.server.tls, config.server.node_auth, config.client.tls) == ("auto", "auto", "auto")
+    assert config.client.ca is None and config.client.key is None
+    path = write(tmp_path, '[client]\ncid = 1\nserver = "a:1"\ntls = true\nca = "pki/ca.crt"\n'
+                           '[server]\ntls = false\nnode_auth = "auto"\n')
+    config = load_config(path, {("server", "node_auth"): ("--node-auth", "false"),
+                                ("client", "key"): ("--key", "k/client-{cid}.key")})
+    assert (config.client.tls, config.server.tls, config.server.node_auth) == (True, False, False)
+    assert config.client.ca == str(tmp_path / "pki" / "ca.crt")
+    assert config.client.key == os.path.abspath("k/client-{cid}.key")
+
+
 def test_utf8_bom_is_tolerated(tmp_path):
     path = tmp_path / "edgefl.toml"
     path.write_bytes(b'\xef\xbb\xbf[server]\nrounds = 5\n')
@@ -99,7 +113,7 @@ def test_shipped_file_documents_every_key_with_its_default():
     shipped = (REPO / "etc" / "edgefl.toml").read_text(encoding="utf-8")
     for key in KEYS:
         assert f"#[{key.table}]" in shipped
-        value = key.example if key.default is REQUIRED else key.default
+        value = key.example if key.required or key.optional else key.default
         table_text = shipped.split(f"#[{key.table}]", 1)[1].split("\n#[", 1)[0]
         line = next(l for l in table_text.splitlines() if l.startswith(f"#{key.name} = "))
         # Uncommenting the line gives valid TOML holding the documented value.

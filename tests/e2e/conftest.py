@@ -16,8 +16,8 @@ def _subreaper():
 def federation(tmp_path):
     made: list[Federation] = []
 
-    def make(listen_host: str = "127.0.0.1", **server_config) -> Federation:
-        fed = Federation(tmp_path, server_config, listen_host=listen_host)
+    def make(listen_host: str = "127.0.0.1", client_config: dict | None = None, **server_config) -> Federation:
+        fed = Federation(tmp_path, server_config, listen_host=listen_host, client_config=client_config or {})
         made.append(fed)
         return fed
 

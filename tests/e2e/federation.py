@@ -70,6 +70,7 @@ class Federation:
     root: Path
     server_config: dict[str, Any]
     listen_host: str = "127.0.0.1"
+    client_config: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     daemons: list[Daemon] = field(default_factory=list)
 
@@ -79,6 +80,7 @@ class Federation:
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.server_config.items()]
         lines += ["", "[client]", "cid = 0", f'server = "{self.listen_host}:{self.port}"', 'data_dir = "data"',
                   "ready_timeout = 5.0", "threads = 1"]  # several clients share two cores
+        lines += [f"{k} = {json.dumps(v)}" for k, v in self.client_config.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
     @property

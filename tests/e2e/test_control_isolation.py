@@ -4,6 +4,8 @@ A board (here: a network namespace of our own, joined to this host by a veth
 pair) can reach the Fleet API on [server] listen, and nothing else: a Control
 request through that address gets 403 from edgefl's proxy, and the SuperLink's
 own port is bound to 127.0.0.1, so from the namespace nothing answers there.
+The same holds over TLS (the default beyond loopback), where the proxy decrypts
+and the SuperLink may speak its own loopback TLS behind it.
 """
 
 from __future__ import annotations
@@ -45,12 +47,15 @@ def board_namespace():
 
 
 PROBE = textwrap.dedent("""
-    import json, socket, sys, http.client
-    host, port, superlink_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    import json, socket, ssl, sys, http.client
+    host, port, superlink_port, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     out = {}
     for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/get-nodes", "/docs",
                  "/v1/fleet/get-run"):
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        if ca == "-":
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+        else:
+            conn = http.client.HTTPSConnection(host, port, timeout=10, context=ssl.create_default_context(cafile=ca))
         method = "GET" if path == "/docs" else "POST"
         conn.request(method, path, body=b"" if method == "POST" else None,
                      headers={"content-type": "application/protobuf"})
@@ -66,12 +71,24 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_control_api_refused_from_a_non_loopback_address(federation, board_namespace):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_control_api_refused_from_a_non_loopback_address(federation, board_namespace, tmp_path, tls):
     import json
 
-    fed = federation(listen_host=HOST_IP, task="digits", num_partitions=2, rounds=1, min_clients=2)
+    from edgefld.cli.main import main as edgefl_main
+
+    ca = "-"
+    security: dict = {"tls": False}
+    if tls:  # the default beyond loopback: TLS and node authentication
+        pki = tmp_path / "pki"
+        assert edgefl_main(["pki", "init-ca", "--dir", str(pki)]) == 0
+        assert edgefl_main(["pki", "server-cert", "--dir", str(pki), "--host", HOST_IP]) == 0
+        ca, security = str(pki / "ca.crt"), {"tls_cert": str(pki / "server.crt"), "tls_key": str(pki / "server.key"),
+                                              "enrolled_keys": str(pki / "enrolled")}
+    fed = federation(listen_host=HOST_IP, task="digits", num_partitions=2, rounds=1, min_clients=2, **security)
     server = fed.start_server()
     fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
+    assert ("TLS, enrolled boards only" if tls else "plain HTTP") in server.log()
     superlink = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in descendants(server.process.pid)]
     superlink = [argv for argv in superlink if any(b"flower-superlink" in a for a in argv)][0]
     superlink_port = int(superlink[superlink.index(b"--port") + 1])
@@ -79,7 +96,7 @@ def test_control_api_refused_from_a_non_loopback_address(federation, board_names
 
     probe = subprocess.run(
         ["ip", "netns", "exec", board_namespace, sys.executable, "-c", PROBE, HOST_IP, str(fed.port),
-         str(superlink_port)], capture_output=True, text=True, timeout=60, check=True)
+         str(superlink_port), ca], capture_output=True, text=True, timeout=60, check=True)
     seen = json.loads(probe.stdout)
     for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/get-nodes", "/docs"):
         assert seen[path][0] == 403, (path, seen[path])

@@ -124,3 +124,32 @@ def test_flwr_run_config_override_keys_are_all_declared(fab):
     declared = get_fab_config(fab)["tool"]["flwr"]["app"]["config"]
     override = {key: RUN_CONFIG_DEFAULTS[key] for key in ("num-rounds", "state-dir", "task")}
     assert fuse_dicts(declared, override) == {**declared, **override}
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_boards_accept_the_thin_fab(fab):
+    assert fab_module.foreign_fab_problem(fab) is None
+
+
+@pytest.mark.parametrize("members, problem", [
+    ({"edgefld/__init__.py": b"import os"}, "it carries files besides its pyproject.toml: edgefld/__init__.py"),
+    ({"evil.py": b"", "data/": b""}, "it carries files besides its pyproject.toml: evil.py, data/"),
+])
+def test_boards_refuse_a_fab_with_more_files(fab, members, problem):
+    assert fab_module.foreign_fab_problem(_zip({**_members(fab), **members})) == problem
+
+
+def test_boards_refuse_other_components_and_unreadable_fabs(fab):
+    members = _members(fab)
+    members["pyproject.toml"] = members["pyproject.toml"].replace(CLIENT_APP.encode(), b"os:system")
+    assert "are not edgefld's apps" in fab_module.foreign_fab_problem(_zip(members))
+    members["pyproject.toml"] = b"[tool.flwr.app.components\n"
+    assert fab_module.foreign_fab_problem(_zip(members)).startswith("it cannot be read")
+    assert fab_module.foreign_fab_problem(b"not a zip").startswith("it cannot be read")

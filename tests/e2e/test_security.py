@@ -1,0 +1,93 @@
+"""TLS and node authentication end to end: real daemons, real SuperLink and SuperNodes, 127.0.0.1.
+
+The fleet's files are made with the real commands (`edgefl pki ...`, `edgefl enrol`), as the
+README's "Securing a fleet" tells an operator to.
+"""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from edgefld.cli.main import main as edgefl_main
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def fleet_pki(tmp_path, capsys):
+    pki = tmp_path / "pki"
+    for argv in (["pki", "init-ca", "--dir", str(pki)],
+                 ["pki", "server-cert", "--dir", str(pki), "--host", "127.0.0.1"],
+                 ["pki", "client-key", "--dir", str(pki), "--cid", "0"],
+                 ["pki", "client-key", "--dir", str(pki), "--cid", "1"],
+                 ["pki", "init-ca", "--dir", str(tmp_path / "other-ca")]):
+        assert edgefl_main(argv) == 0
+    capsys.readouterr()
+    return pki
+
+
+def _secure_server(pki) -> dict:
+    return dict(tls=True, tls_cert=str(pki / "server.crt"), tls_key=str(pki / "server.key"),
+                enrolled_keys=str(pki / "enrolled"))
+
+
+def test_enrolled_client_trains_over_tls_an_unenrolled_one_is_refused_until_enrolled(federation, fleet_pki, capsys):
+    for name in ("ca.key", "server.key", "client-0.key", "client-1.key"):
+        assert stat.S_IMODE((fleet_pki / name).stat().st_mode) == 0o600, name
+    fed = federation(task="digits", num_partitions=2, rounds=1, min_clients=2, local_epochs=1,
+                     client_config={"ca": str(fleet_pki / "ca.crt"), "tls": True}, **_secure_server(fleet_pki))
+    config = ["--config", str(fed.config_path)]
+    assert edgefl_main(["enrol", str(fleet_pki / "client-0.pub"), *config]) == 0
+    server = fed.start_server()
+    fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
+    assert "(Fleet API only; TLS, enrolled boards only)" in server.log()
+    assert "admitted client-0 (SHA256:" in server.log()
+    enrolled = fed.start_client(0, "--key", str(fleet_pki / "client-0.key"))
+    stranger = fed.start_client(1, "--key", str(fleet_pki / "client-1.key"))
+    fed.wait_for("client 0 to register", lambda: "registered with" in enrolled.log(), timeout=120)
+    fed.wait_for("client 1 to be refused", lambda: "is not enrolled there" in stranger.log(), timeout=120)
+    fed.wait_for("the server to name the refused key", lambda: "it is not enrolled" in server.log(), timeout=30)
+
+    fingerprint = next(line for line in stranger.log().splitlines() if "refused this node's key" in line)
+    fingerprint = fingerprint.split("refused this node's key (")[1].split(")")[0]
+    assert f"refused node key {fingerprint} from 127.0.0.1: it is not enrolled" in server.log()
+    assert "run `edgefl enrol client-1.pub` on the server" in stranger.log()
+    assert stranger.alive()  # it keeps trying: enrolling it on the server is the fix
+    assert not fed.metrics()  # min_clients 2: the round waits for the second board
+
+    # Enrolling it on the running server admits it within seconds; the round then runs with both.
+    assert edgefl_main(["enrol", str(fleet_pki / "client-1.pub"), *config]) == 0
+    capsys.readouterr()
+    fed.wait_for("the server to admit client 1", lambda: "admitted client-1" in server.log(), timeout=30)
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=300)
+    assert server.process.returncode == 0, server.log()
+    assert [(r["round"], r["clients_ok"]) for r in fed.metrics()] == [(1, 2)]
+    for client in (enrolled, stranger):
+        assert "round 1 train:" in client.log(), client.log()
+    for daemon in fed.daemons:
+        for secret in ("PRIVATE KEY", (fleet_pki / "client-0.key").read_text().splitlines()[1]):
+            assert secret not in daemon.log()
+
+
+def test_wrong_ca_or_tls_on_one_side_only_ends_with_one_clear_line(federation, fleet_pki, tmp_path):
+    fed = federation(task="digits", num_partitions=2, rounds=1, min_clients=2, node_auth=False,
+                     **_secure_server(fleet_pki))
+    server = fed.start_server()
+    fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
+    wrong_ca = fed.start_client(0, "--tls", "true", "--ca", str(tmp_path / "other-ca" / "ca.crt"))
+    no_tls = fed.start_client(1, "--tls", "false")
+    for client in (wrong_ca, no_tls):
+        client.process.wait(120)
+        assert client.process.returncode == 78, client.log()
+    line = wrong_ca.log().strip().splitlines()[-1]
+    assert line.startswith(f"edgefl: TLS: the server's certificate at 127.0.0.1:{fed.port} is not signed by "
+                           f"[client] ca ({tmp_path / 'other-ca' / 'ca.crt'})"), line
+    assert "give this board the fleet's ca.crt" in line
+    line = no_tls.log().strip().splitlines()[-1]
+    assert line == (f"edgefl: 127.0.0.1:{fed.port} does not answer plain HTTP: the server has TLS on; set [client] "
+                     "tls = true and ca to the fleet's ca.crt (README: Securing a fleet)"), line
+    for client in (wrong_ca, no_tls):
+        assert "Traceback" not in client.log()
+        assert client.log().count("trying again in") == 2  # three probes in all, then status 78
