@@ -51,7 +51,9 @@ def test_every_subcommand_and_option_is_documented(page):
             for flag in action.option_strings:
                 assert f"\\fB{make_manpage.roff_escape(flag)}\\fR" in section, (heading, flag)
             if action.help and action.help != argparse.SUPPRESS:
-                first_words = make_manpage.roff_escape(action.help)[:25]
+                # As argparse shows it: %(default)s and the like expanded.
+                shown = action.help % {**vars(action), "prog": parser.prog} if "%" in action.help else action.help
+                first_words = make_manpage.roff_escape(shown)[:25]
                 assert first_words in section, (heading, action.dest)
 
 
