@@ -39,12 +39,13 @@ clean:
 
 # ---- Debian packages (packaging/README.md) ----------------------------------
 # make deb [ARCH=arm64] [DEB_REVISION=1]: dist/edgefl_<ver>_<arch>.deb and
-# dist/edgefl-backend-torch_<ver>_<arch>.deb, built on this host for any ARCH.
+# dist/edgefl-backend-{torch,litert}_<ver>_<arch>.deb, built on this host for any ARCH.
 ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB_REVISION ?=
 PKGTOOLS := build/pkgtools
 DEB_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' edgefld/__init__.py)$(if $(DEB_REVISION),-$(DEB_REVISION))
-DEBS = dist/edgefl_$(DEB_VERSION)_$(ARCH).deb dist/edgefl-backend-torch_$(DEB_VERSION)_$(ARCH).deb
+BACKEND_PACKAGES := edgefl-backend-torch edgefl-backend-litert
+DEBS = dist/edgefl_$(DEB_VERSION)_$(ARCH).deb $(foreach p,$(BACKEND_PACKAGES),dist/$(p)_$(DEB_VERSION)_$(ARCH).deb)
 
 $(PKGTOOLS)/.stamp: packaging/build-requirements.txt
 	rm -rf $(PKGTOOLS)

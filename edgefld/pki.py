@@ -31,12 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edgefld.errors import EdgeflError, StateWriteError
 from edgefld.persist import atomic_write_bytes
 
-DEFAULT_PKI_DIR = "/var/lib/edgefl/pki"
-SERVICE_USER = "edgefl"  # the units' User= (packaging/sysusers.conf)
-CA_CERT, CA_KEY = "ca.crt", "ca.key"
-SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
-ENROLLED_DIR = "enrolled"
-CA_DAYS, SERVER_DAYS = 3650, 825
+from edgefld.pki_layout import (  # noqa: F401  (re-exported: the names belong to this module's API)
+    CA_CERT, CA_DAYS, CA_KEY, DEFAULT_PKI_DIR, ENROLLED_DIR, SERVER_CERT, SERVER_DAYS, SERVER_KEY, SERVICE_USER,
+)
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

@@ -50,7 +50,7 @@ import debcommon as dc  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
 UNITS = ("edgefl-client.service", "edgefl-client@.service", "edgefl-server.service")
-TORCH_PACKAGE = "edgefl-backend-torch"
+BACKEND_PACKAGE_PREFIX = "edgefl-backend-"  # + the backend's name: edgefl-backend-torch, ...
 LOCK_FORMAT = 1
 
 
@@ -111,12 +111,24 @@ def load_settings() -> dict:
     return tomllib.loads((PACKAGING / "deb.toml").read_text(encoding="utf-8"))
 
 
-def load_backend(arch: dc.Arch) -> dict:
+def load_backends(arch: dc.Arch) -> dict[str, dict]:
+    """Package name -> its backends.toml entry for ``arch``, in the file's order."""
     backends = tomllib.loads((PACKAGING / "backends.toml").read_text(encoding="utf-8"))
-    try:
-        return backends["torch"][arch.deb]
-    except KeyError:
-        raise BuildError(f"packaging/backends.toml has no [torch.{arch.deb}]") from None
+    found = {BACKEND_PACKAGE_PREFIX + name: per_arch[arch.deb]
+             for name, per_arch in backends.items() if arch.deb in per_arch}
+    if not found:
+        raise BuildError(f"packaging/backends.toml has no backend for {arch.deb}")
+    return found
+
+
+def backend_roots(backends: dict[str, dict]) -> set[str]:
+    from packaging.requirements import Requirement
+
+    return {dc.normalize_name(Requirement(r).name) for b in backends.values() for r in b["requirements"]}
+
+
+def backend_find_links(backends: dict[str, dict]) -> list[str]:
+    return [url for b in backends.values() for url in b.get("find_links", [])]
 
 
 def pip_target_args(arch: dc.Arch) -> list[str]:
@@ -206,22 +218,26 @@ def target_closure(roots: list[str], installs: dict[str, dict], env: dict[str, s
 
 
 def make_lock(arch: dc.Arch, paths: "Paths", settings: dict, epoch: int) -> dict:
-    backend = load_backend(arch)
+    backends = load_backends(arch)
     wheel = build_edgefl_wheel(paths.work / "edgefl-wheel", epoch)
     paths.cache.mkdir(parents=True, exist_ok=True)
     sdist_entries = {}
     for name, version in sorted(settings.get("sdist", {}).items()):
         sdist_entries[dc.normalize_name(name)] = fetch_sdist_wheel(name, version, None, paths.cache)
-    if backend.get("find_links"):
-        # The backend's own wheels first, from its find-links page, into the cache: a
-        # find-links page is fetched again for every project pip looks up, so the
-        # resolution itself only sees the cache and the index.
-        fetch_backend_roots(list(backend["requirements"]), list(backend["find_links"]), arch, paths.cache)
+    for backend in backends.values():
+        if backend.get("find_links"):
+            # The backend's own wheels first, from its find-links page, into the cache: a
+            # find-links page is fetched again for every project pip looks up, so the
+            # resolution itself only sees the cache and the index.
+            fetch_backend_roots(list(backend["requirements"]), list(backend["find_links"]), arch, paths.cache)
+    # One resolution for edgefl and every backend: a board may install any set of them
+    # into the one venv, so what they share must be one version.
+    requirements = [r for b in backends.values() for r in b["requirements"]]
     report = paths.work / "pip-report.json"
     cmd = PIP + ["install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
                  "--target", str(paths.work / "unused-target"), "--find-links", str(paths.cache)]
-    cmd += pip_target_args(arch) + [str(wheel)] + list(backend["requirements"])
-    log(f"resolving for {arch.deb} (edgefl + {' '.join(backend['requirements'])}) ...")
+    cmd += pip_target_args(arch) + [str(wheel)] + requirements
+    log(f"resolving for {arch.deb} (edgefl + {' '.join(requirements)}) ...")
     run(cmd)
     data = json.loads(report.read_text(encoding="utf-8"))
     installs = {
@@ -236,7 +252,17 @@ def make_lock(arch: dc.Arch, paths: "Paths", settings: dict, epoch: int) -> dict
     }
     env = target_environment(arch)
     base = target_closure(["edgefl"], installs, env)
-    full = target_closure(["edgefl"] + list(backend["requirements"]), installs, env)
+    own: dict[str, set[str]] = {}
+    for package, backend in backends.items():
+        own[package] = target_closure(["edgefl"] + list(backend["requirements"]), installs, env) - base
+        # Two packages must not ship the same files: a distribution two backends need
+        # would have to move to edgefl (or to a package both depend on).
+        for other, names in own.items():
+            shared = names & own[package] if other != package else set()
+            if shared:
+                raise BuildError(f"{package} and {other} both need {', '.join(sorted(shared))}; "
+                                 "packages cannot share files")
+    full = base.union(*own.values())
     dropped = sorted(set(installs) - full)
     if dropped:
         log(f"not bundled (no requirement on {arch.machine} needs them): {', '.join(dropped)}")
@@ -253,10 +279,10 @@ def make_lock(arch: dc.Arch, paths: "Paths", settings: dict, epoch: int) -> dict
         "comment": f"Generated by `make deb-lock ARCH={arch.deb}` (packaging/build_deb.py); do not edit.",
         "format": LOCK_FORMAT,
         "arch": arch.deb,
-        "inputs": lock_inputs(arch, wheel, backend, settings),
+        "inputs": lock_inputs(arch, wheel, backends, settings),
         "packages": {
             "edgefl": [entry(n) for n in sorted(base - {"edgefl"})],
-            TORCH_PACKAGE: [entry(n) for n in sorted(full - base)],
+            **{package: [entry(n) for n in sorted(names)] for package, names in own.items()},
         },
     }
     for package in lock["packages"].values():
@@ -266,12 +292,12 @@ def make_lock(arch: dc.Arch, paths: "Paths", settings: dict, epoch: int) -> dict
     return lock
 
 
-def lock_inputs(arch: dc.Arch, wheel: Path, backend: dict, settings: dict) -> dict:
+def lock_inputs(arch: dc.Arch, wheel: Path, backends: dict[str, dict], settings: dict) -> dict:
     return {
         "python": dc.PYTHON_VERSION, "glibc": "%d.%d" % dc.TARGET_GLIBC,
         "platforms": dc.platform_tags(arch),
         "edgefl_requires": wheel_requires(wheel),
-        "torch_requirements": sorted(backend["requirements"]),
+        "backend_requirements": {package: sorted(b["requirements"]) for package, b in backends.items()},
         "sdist": dict(sorted(settings.get("sdist", {}).items())),
     }
 
@@ -677,16 +703,77 @@ def run_nfpm(config: dict, target: Path, workdir: Path, epoch: int) -> None:
     os.replace(tmp, target)
 
 
-def input_digest(*parts: object) -> str:
+def input_digest(package: str, *parts: object) -> str:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    # What shapes the backend package: this builder, its helpers, its scripts and overrides.
+    # What shapes a backend package: this builder, its helpers, its scripts and overrides.
+    digest.update(package.encode() + b"\0")
     for path in [PACKAGING / "build_deb.py", PACKAGING / "debcommon.py", PACKAGING / "build-requirements.txt",
-                 PACKAGING / "deb.toml", PACKAGING / "lintian" / TORCH_PACKAGE,
-                 *sorted((PACKAGING / "scripts").glob(f"{TORCH_PACKAGE}.*"))]:
+                 PACKAGING / "deb.toml", PACKAGING / "lintian" / package,
+                 *sorted((PACKAGING / "scripts").glob("edgefl-backend.*"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def prune_site_packages(site: Path, prune: list[str]) -> None:
+    """Remove directories a backend does not need (backends.toml ``prune``), and their
+    lines in the owning distribution's RECORD, so that what pip knows stays true."""
+    for relative in prune:
+        target = site / relative
+        if not target.is_dir():
+            raise BuildError(f"backends.toml prunes {relative}, which the wheels do not install")
+        shutil.rmtree(target)
+        for record in site.glob("*.dist-info/RECORD"):
+            lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if not line.startswith(relative.rstrip("/") + "/")]
+            if len(kept) != len(lines):
+                record.write_text("".join(kept), encoding="utf-8")
+
+
+def build_backend_package(package: str, backend: dict, target: Path, entries: list[dict], cached: dict[str, Path],
+                          description: str, arch: dc.Arch, upstream: str, revision: str, version: str,
+                          settings: dict, changelog: str, changelog_name: str, stage: Path,
+                          base_files: list[Path], scripts: dict[str, str], paths: Paths, epoch: int) -> list[str]:
+    """edgefl-backend-<name>: the backend's distributions, installed into edgefl's venv.
+    Returns the ELF problems found (the caller reports them all at the end)."""
+    key = input_digest(package, arch.deb, version, epoch, entries, backend, description,
+                       changelog, sorted(str(p.relative_to(stage)) for p in base_files))
+    key_file = paths.work / f"{package}.inputs"
+    if target.exists() and key_file.exists() and key_file.read_text() == key:
+        log(f"{target.name}: inputs unchanged, kept")
+        return []
+    key_file.unlink(missing_ok=True)
+    tstage = paths.work / "stage" / package
+    shutil.rmtree(tstage, ignore_errors=True)
+    tsite = install_wheels(tstage, [cached[i["filename"]] for i in entries], arch)
+    prune_site_packages(tsite, backend.get("prune", []))
+    tscripts = tidy_site_packages(tsite, tstage / dc.VENV.lstrip("/") / "bin")
+    clash = set(tscripts) & set(scripts)
+    if clash:
+        raise BuildError(f"{package} would overwrite console scripts of edgefl: {sorted(clash)}")
+    write_console_scripts(tstage / dc.VENV.lstrip("/") / "bin", tscripts)
+    tdoc = tstage / "usr/share/doc" / package
+    write(tdoc / "copyright", copyright_file(package, distributions(tsite), own=False,
+                                             year=time.gmtime(epoch).tm_year))
+    write(tdoc / changelog_name, gzip_bytes(changelog.encode()))
+    write(tstage / "usr/share/lintian/overrides" / package, (PACKAGING / "lintian" / package).read_text())
+    normalize_tree(tstage, epoch)
+    tfiles = file_list(tstage)
+    overlap = {str(p.relative_to(tstage)) for p in tfiles} & {str(p.relative_to(stage)) for p in base_files}
+    if overlap:
+        raise BuildError(f"{package} and edgefl both ship: {sorted(overlap)[:10]}")
+    tlibs, tproblems = libc_depends(tsite, arch, [p for p in tfiles if not p.is_symlink()])
+    tfloor = glibc_floor(tsite, arch)
+    tdepends = [f"edgefl (= {version})"] + python_depends()
+    tdepends += [f"libc6 (>= {tfloor[0]}.{tfloor[1]})" if lib == "libc6" and tfloor > (0, 0) else lib
+                 for lib in tlibs]
+    tscript_files = {k: PACKAGING / "scripts" / f"edgefl-backend.{k}" for k in ("postinst", "prerm", "postrm")}
+    tconfig = nfpm_config(package, arch, upstream, revision, settings, tdepends, description, tstage,
+                          tscript_files, [], epoch)
+    run_nfpm(tconfig, target, paths.work, epoch)
+    key_file.write_text(key)
+    return tproblems
 
 
 def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Path]:
@@ -697,7 +784,7 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
         timings.append((step, time.monotonic() - started - sum(t for _, t in timings)))
 
     settings = load_settings()
-    backend = load_backend(arch)
+    backends = load_backends(arch)
     upstream = upstream_version()
     version = debian_version(upstream, revision)
     changelog = (PACKAGING / "changelog").read_text(encoding="utf-8")
@@ -715,16 +802,15 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
 
     wheel = build_edgefl_wheel(paths.work / "edgefl-wheel", epoch)
     lock = read_lock(arch)
-    expected = lock_inputs(arch, wheel, backend, settings)
+    expected = lock_inputs(arch, wheel, backends, settings)
     if lock["inputs"] != expected:
         changed = sorted(k for k in expected if lock["inputs"].get(k) != expected[k])
         raise BuildError(f"packaging/locks/{arch.deb}.json is stale ({', '.join(changed)} changed): "
                          f"run `make deb-lock ARCH={arch.deb}`")
     lap("edgefl wheel, lock check")
-    from packaging.requirements import Requirement
-
-    roots = {dc.normalize_name(Requirement(r).name) for r in backend["requirements"]}
-    cached = ensure_cached(lock, arch, paths.cache, list(backend.get("find_links", [])), roots)
+    # Only the backends with a find-links page of their own fetch their roots from it.
+    linked = {package: b for package, b in backends.items() if b.get("find_links")}
+    cached = ensure_cached(lock, arch, paths.cache, backend_find_links(linked), backend_roots(linked))
     lap("wheel cache")
 
     native = not revision
@@ -740,15 +826,15 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
             "This package bundles Flower 1.42 and edgefl's other Python dependencies in a\n"
             "virtual environment under /opt/edgefl/venv for the system Python 3.11, and\n"
             "installs the systemd units edgefl-client, edgefl-client@ and edgefl-server\n"
-            "(not enabled: set cid and server in /etc/edgefl.toml first). No training\n"
-            "framework is included: install edgefl-backend-torch."),
-        TORCH_PACKAGE: "PyTorch training backend for edgefl\n" + "\n.\n".join(textwrap.fill(text, 78) for text in (
-            "Installs PyTorch (CPU build) into edgefl's bundled environment under /opt/edgefl/venv, "
-            f"so the edgefl daemons can train the {', '.join(backend['tasks'])} tasks.",
-            "On this architecture torchvision is included too (cifar10's MobileNetV3)."
-            if "cifar10" in backend["tasks"] else
-            "torchvision is not included on this architecture, so the cifar10 task (MobileNetV3-small) "
-            "is unavailable; mnist and digits work.")),
+            "(not enabled: set cid and server in /etc/edgefl.toml first).\n"
+            ".\n"
+            + textwrap.fill("No training framework is included: install one or more of "
+                            + ", ".join(backends) + ".", 78)),
+        **{package: backend["summary"] + "\n" + "\n.\n".join(
+            textwrap.fill(" ".join(text.split()), 78)
+            for text in (backend["description"].format(tasks=", ".join(backend["tasks"])),
+                         backend.get("note", "")) if text)
+           for package, backend in backends.items()},
     }
     for text in descriptions.values():
         if max(map(len, text.splitlines())) > 79:
@@ -801,49 +887,14 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
     outputs.append(target)
     lap("nfpm edgefl")
 
-    # ---- edgefl-backend-torch (rebuilt only when its inputs change: it is the slow one)
-    torch_entries = lock["packages"][TORCH_PACKAGE]
-    target = dist / f"{TORCH_PACKAGE}_{version}_{arch.deb}.deb"
-    key = input_digest(arch.deb, version, epoch, torch_entries, backend, descriptions[TORCH_PACKAGE],
-                       changelog, sorted(str(p.relative_to(stage)) for p in base_files))
-    key_file = paths.work / f"{TORCH_PACKAGE}.inputs"
-    if target.exists() and key_file.exists() and key_file.read_text() == key:
-        log(f"{target.name}: inputs unchanged, kept")
-    else:
-        key_file.unlink(missing_ok=True)
-        tstage = paths.work / "stage" / TORCH_PACKAGE
-        shutil.rmtree(tstage, ignore_errors=True)
-        tsite = install_wheels(tstage, [cached[i["filename"]] for i in torch_entries], arch)
-        tscripts = tidy_site_packages(tsite, tstage / dc.VENV.lstrip("/") / "bin")
-        clash = set(tscripts) & set(scripts)
-        if clash:
-            raise BuildError(f"{TORCH_PACKAGE} would overwrite console scripts of edgefl: {sorted(clash)}")
-        write_console_scripts(tstage / dc.VENV.lstrip("/") / "bin", tscripts)
-        tdoc = tstage / "usr/share/doc" / TORCH_PACKAGE
-        write(tdoc / "copyright", copyright_file(TORCH_PACKAGE, distributions(tsite), own=False,
-                                                     year=time.gmtime(epoch).tm_year))
-        write(tdoc / changelog_name, gzip_bytes(changelog.encode()))
-        write(tstage / "usr/share/lintian/overrides" / TORCH_PACKAGE,
-              (PACKAGING / "lintian" / TORCH_PACKAGE).read_text())
-        normalize_tree(tstage, epoch)
-        tfiles = file_list(tstage)
-        overlap = {str(p.relative_to(tstage)) for p in tfiles} & {str(p.relative_to(stage)) for p in base_files}
-        if overlap:
-            raise BuildError(f"{TORCH_PACKAGE} and edgefl both ship: {sorted(overlap)[:10]}")
-        tlibs, tproblems = libc_depends(tsite, arch, [p for p in tfiles if not p.is_symlink()])
-        problems += tproblems
-        lap("stage torch")
-        tfloor = glibc_floor(tsite, arch)
-        tdepends = [f"edgefl (= {version})"] + python_depends()
-        tdepends += [f"libc6 (>= {tfloor[0]}.{tfloor[1]})" if lib == "libc6" and tfloor > (0, 0) else lib
-                     for lib in tlibs]
-        tscript_files = {k: PACKAGING / "scripts" / f"{TORCH_PACKAGE}.{k}" for k in ("postinst", "prerm", "postrm")}
-        tconfig = nfpm_config(TORCH_PACKAGE, arch, upstream, revision, settings, tdepends,
-                              descriptions[TORCH_PACKAGE], tstage, tscript_files, [], epoch)
-        run_nfpm(tconfig, target, paths.work, epoch)
-        key_file.write_text(key)
-        lap("nfpm torch")
-    outputs.append(target)
+    # ---- edgefl-backend-* (each rebuilt only when its inputs change: torch is the slow one)
+    for package, backend in backends.items():
+        target = dist / f"{package}_{version}_{arch.deb}.deb"
+        problems += build_backend_package(package, backend, target, lock["packages"][package], cached,
+                                          descriptions[package], arch, upstream, revision, version, settings,
+                                          changelog, changelog_name, stage, base_files, scripts, paths, epoch)
+        outputs.append(target)
+        lap(package.removeprefix(BACKEND_PACKAGE_PREFIX))
     if problems:
         raise BuildError("bundled ELF files:\n  " + "\n  ".join(problems[:20]))
     total = time.monotonic() - started

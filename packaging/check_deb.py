@@ -204,6 +204,10 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: check_deb.py PACKAGE.deb [...]", file=sys.stderr)
         return 64
+    missing = [name for name in argv if not Path(name).is_file()]
+    if missing:
+        print(f"check_deb: no such package: {', '.join(missing)} (run make deb)", file=sys.stderr)
+        return 66
     failed = False
     for name in argv:
         print(f"== {name}")

@@ -9,7 +9,7 @@ from edgefld.cli.common import add_config_argument, load_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from edgefld.pki import CA_DAYS, DEFAULT_PKI_DIR, SERVER_DAYS
+    from edgefld.pki_layout import CA_DAYS, DEFAULT_PKI_DIR, SERVER_DAYS
 
     parser = subparsers.add_parser(
         "pki", help="create the fleet's CA, the server's TLS certificate and the boards' node keys",

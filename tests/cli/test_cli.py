@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,13 @@ def test_check_config_real_process_exit_status(tmp_path, edgefl_exe):
     assert ko.returncode == 78
     assert ko.stderr == (f'edgefl: {bad}:4: [client] bakend: unknown key (did you mean "backend"?); '
                          "keys allowed in [client]: cid, server, backend, threads, data_dir, state_dir, runtime_port, tls, ca, key, ready_timeout\n")
+
+
+def test_building_the_parser_imports_no_heavy_package():
+    # Every `edgefl` command builds the whole parser first (so does the man page build,
+    # in an environment without Flower): it must stay cheap on a Pi Zero.
+    probe = ("import sys; from edgefld.cli.main import build_parser; build_parser(); "
+             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & {"cryptography", "flwr", "grpc", "torch", "tensorflow", "keras", "ai_edge_litert"}

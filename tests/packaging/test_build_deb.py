@@ -164,14 +164,19 @@ def test_lock_is_consistent(arch):
                 build_deb.check_filename_tags(entry["filename"], dc.ARCHES[arch])
             else:
                 assert entry["filename"].endswith("-py3-none-any.whl")
-    assert names["flwr"] == "edgefl" and names["torch"] == build_deb.TORCH_PACKAGE
+    assert names["flwr"] == "edgefl" and names["torch"] == "edgefl-backend-torch"
+    assert names["ai-edge-litert"] == "edgefl-backend-litert"
+    # The LiteRT package is the small boards' backend: neither framework comes with it.
+    assert not {n for n, package in names.items() if package == "edgefl-backend-litert"} & {
+        "torch", "tensorflow", "tensorflow-cpu", "keras"}
+    assert set(lock["packages"]) == {"edgefl", *build_deb.load_backends(dc.ARCHES[arch])}
     assert not any(n.startswith(("nvidia-", "triton")) for n in names), "CUDA wheels in a CPU bundle"
     assert "torch" not in lock["inputs"]["edgefl_requires"]
 
 
 def test_maintainer_scripts_are_posix_sh():
     scripts = sorted((PACKAGING / "scripts").iterdir())
-    assert {p.name for p in scripts} == {f"{pkg}.{kind}" for pkg in ("edgefl", build_deb.TORCH_PACKAGE)
+    assert {p.name for p in scripts} == {f"{pkg}.{kind}" for pkg in ("edgefl", "edgefl-backend")
                                          for kind in ("postinst", "prerm", "postrm")}
     for script in scripts:
         text = script.read_text()
