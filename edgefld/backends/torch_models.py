@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from edgefld.backends.base import Weights
+from edgefld.backends.layout import check_weights
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
 
@@ -139,19 +140,8 @@ def set_weights(task: Task, model: nn.Module, weights: Weights) -> None:
     A wrong count, shape or dtype is a ValueError naming the first offending weight,
     so a mismatched sender never leaves the model half overwritten.
     """
+    check_weights(task, weights)
     targets = weight_tensors(model)
-    if len(weights) != len(targets):
-        raise ValueError(
-            f"task {task.name} (model {task.model}) has {len(targets)} weight arrays; got {len(weights)}"
-        )
-    for index, ((name, target), array) in enumerate(zip(targets, weights)):
-        expected_shape = tuple(target.shape)
-        if not isinstance(array, np.ndarray):
-            raise ValueError(f"weight {index} ({name}): expected a numpy array, got {type(array).__name__}")
-        if array.shape != expected_shape:
-            raise ValueError(f"weight {index} ({name}): expected shape {expected_shape}, got {array.shape}")
-        if array.dtype != np.float32:
-            raise ValueError(f"weight {index} ({name}): expected dtype float32, got {array.dtype}")
     with torch.no_grad():
         for (_, target), array in zip(targets, weights):
             target.copy_(torch.as_tensor(array))
