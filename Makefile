@@ -4,7 +4,7 @@
 PYTHON ?= python3
 comma := ,
 VENV ?= .venv
-EXTRAS ?= dev,torch
+EXTRAS ?= dev,torch,tensorflow,litert
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
