@@ -64,6 +64,11 @@ class NodeSettings:
     max_train_samples: int
     tasks: tuple[str, ...]
     status_file: str
+    guards: bool
+    memory_margin_mb: int
+    heavy_task_min_watts: int
+    board_root: str
+    board_tools_path: str
 
     @classmethod
     def from_context(cls, context: Context) -> NodeSettings:
@@ -79,9 +84,23 @@ class NodeSettings:
                 max_train_samples=int(node.get("max-train-samples", 0)),
                 tasks=tuple(t for t in str(node.get("tasks", "")).split(",") if t),
                 status_file=str(node.get("status-file", "")),
+                guards=_flag(node.get("guards", True)),
+                memory_margin_mb=int(node.get("memory-margin-mb", 128)),
+                heavy_task_min_watts=int(node.get("heavy-task-min-watts", 15)),
+                board_root=str(node.get("board-root", "/")) or "/",
+                board_tools_path=str(node.get("board-tools-path", "")),
             )
         except (KeyError, ValueError) as exc:
             raise RefusedMessage(settings.ERROR_INTERNAL, f"bad node config: {exc}") from None
+
+
+def _flag(value: Any) -> bool:
+    """A node-config boolean: TOML gives a bool; a hand-written --node-config may give "true"/"false"."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,7 @@ def _prepare(context: Context) -> tuple[NodeSettings, RunSettings, Any, Any]:
             settings.ERROR_TASK_REFUSED,
             f"client {node.cid} refuses task {run.task}: its board profile allows only {', '.join(node.tasks)}",
         )
+    _check_resources(node, run)
     from edgefld.backends.base import load_backend
     from edgefld.errors import EdgeflError
 
@@ -137,6 +157,23 @@ def _prepare(context: Context) -> tuple[NodeSettings, RunSettings, Any, Any]:
     except EdgeflError as exc:
         raise RefusedMessage(settings.ERROR_BACKEND, f"client {node.cid}: {exc}") from None
     return node, run, task, backend
+
+
+def effective_batch_size(node: NodeSettings, run: RunSettings) -> int:
+    return min(run.batch_size, node.batch_size_cap) if node.batch_size_cap else run.batch_size
+
+
+def _check_resources(node: NodeSettings, run: RunSettings) -> None:
+    """Refuse a round the board cannot afford now, before the backend's import costs memory."""
+    if not node.guards:
+        return
+    from edgefld import guards
+
+    facts = guards.read_live_facts(node.board_root, node.board_tools_path or None)
+    policy = guards.GuardPolicy(True, node.memory_margin_mb, node.heavy_task_min_watts)
+    reason = guards.check_round(run.task, node.backend, effective_batch_size(node, run), facts, policy)
+    if reason is not None:
+        raise RefusedMessage(settings.ERROR_RESOURCES, f"client {node.cid} refuses this round: {reason}")
 
 
 def _partition(node: NodeSettings, run: RunSettings, task: Any) -> Any:
@@ -192,7 +229,7 @@ def train(msg: Message, context: Context) -> Message:
                 len(labels), node.max_train_samples, replace=False)
             pick.sort()
             images, labels = images[pick], labels[pick]
-        batch_size = min(run.batch_size, node.batch_size_cap) if node.batch_size_cap else run.batch_size
+        batch_size = effective_batch_size(node, run)
         global_weights = weights_from(msg.content["arrays"])
         # Federated evaluation of the global model this round starts from, in the same process:
         # Flower starts a new ClientApp process per message, so a separate evaluate message would

@@ -41,6 +41,11 @@ NODE_CONFIG_KEYS = (
     "max-train-samples",  # int, 0 = no cap
     "tasks",  # str: comma-separated tasks this board may take
     "status-file",  # str: where the ClientApp records its last result ("" = nowhere)
+    "guards",  # bool: refuse rounds the board cannot afford now (edgefld.guards)
+    "memory-margin-mb",  # int
+    "heavy-task-min-watts",  # int, 0 = no power-mode check
+    "board-root",  # str: where the board's /proc and /sys are read ("/"; a fixture tree in tests)
+    "board-tools-path",  # str: search path of vcgencmd / nvpmodel ("" = the process's PATH)
 )
 
 # Error codes a ClientApp puts in its error reply (Flower's own codes are small numbers).
@@ -49,6 +54,7 @@ ERROR_PARTITION = 4002  # cid out of range for num-partitions
 ERROR_TASK_REFUSED = 4003  # the board's profile does not allow this task
 ERROR_BACKEND = 4004  # the backend is not installed / not usable
 ERROR_INCOMPATIBLE = 4005  # server and client edgefl versions do not match
+ERROR_RESOURCES = 4006  # the board cannot afford the round now (memory, throttling, power mode)
 ERROR_INTERNAL = 4099
 
 ERROR_NAMES = {
@@ -57,6 +63,7 @@ ERROR_NAMES = {
     ERROR_TASK_REFUSED: "task-refused",
     ERROR_BACKEND: "backend",
     ERROR_INCOMPATIBLE: "incompatible-version",
+    ERROR_RESOURCES: "resources",
     ERROR_INTERNAL: "internal",
 }
 

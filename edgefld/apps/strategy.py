@@ -71,8 +71,13 @@ class ResumableFedAvg(FedAvg):
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
+                # A board's refusal (edgefl codes 4001-4099: no data, cannot afford the round, ...) is
+                # part of the round's record, named, not a crash: the round goes on with the others.
+                kind = settings.ERROR_NAMES.get(reply.error.code, "flower")
+                reason = (reply.error.reason or "")[:300]
+                log(WARNING, "edgefl: node %s refused round %d (%s): %s", node, true_round, kind, reason)
                 stats.failures.append({"node": node, "phase": "train", "code": reply.error.code,
-                                       "reason": (reply.error.reason or "")[:300]})
+                                       "error": kind, "reason": reason})
                 continue
             stats.bytes_received += payload_bytes(reply.content)
             client = reply.content.get("client")

@@ -71,6 +71,11 @@ def node_config(config: Config, profile: Profile, status_file: Path) -> dict[str
         "max-train-samples": profile.max_train_samples or 0,
         "tasks": ",".join(profile.tasks),
         "status-file": str(status_file),
+        "guards": c.guards,
+        "memory-margin-mb": c.memory_margin_mb,
+        "heavy-task-min-watts": c.heavy_task_min_watts,
+        "board-root": "/",
+        "board-tools-path": "",
     }
 
 

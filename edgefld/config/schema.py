@@ -70,7 +70,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
 class Key:
     table: str
     name: str
-    kind: str  # "int" | "float" | "str" | "choice" | "host_port" | "path" | "switch" (true, false or "auto")
+    kind: str  # "int" | "float" | "str" | "choice" | "host_port" | "path" | "bool" | "switch" (a bool or "auto")
     default: Any
     doc: str
     minimum: float | None = None
@@ -104,6 +104,8 @@ class Key:
             return "a string holding a file system path"
         if self.kind == "switch":
             return 'true, false or "auto"'
+        if self.kind == "bool":
+            return "true or false"
         noun = {"int": "an integer", "float": "a number", "str": "a string"}[self.kind]
         low = "" if self.minimum is None else f"{'>' if self.minimum_exclusive else '>='} {_fmt(self.minimum)}"
         high = "" if self.maximum is None else f"<= {_fmt(self.maximum)}"
@@ -124,6 +126,9 @@ class Key:
             value = float(value)
         elif self.kind == "switch":
             if not isinstance(value, bool) and value != "auto":
+                raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
+        elif self.kind == "bool":
+            if not isinstance(value, bool):
                 raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
         elif not isinstance(value, str):
             raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
@@ -163,8 +168,9 @@ class Key:
                 return float(text)
             except ValueError:
                 raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
-        if self.kind == "switch":
-            switch = {"true": True, "false": False, "auto": "auto"}.get(text)
+        if self.kind in ("switch", "bool"):
+            words = {"true": True, "false": False, "auto": "auto"} if self.kind == "switch" else {"true": True, "false": False}
+            switch = words.get(text)
             if switch is None:
                 raise ValueError(f"must be {self.allowed()}, got \"{text}\"")
             return switch
@@ -216,6 +222,17 @@ KEYS: tuple[Key, ...] = (
     Key("client", "ready_timeout", "float", 60.0, minimum=0.0, maximum=86_400.0,
         doc="Seconds to wait for the server before telling systemd the client is up anyway (it keeps "
             "retrying; `systemctl status` then says it is waiting), so `systemctl start` does not hang."),
+    Key("client", "guards", "bool", True, flag="--guards",
+        doc="Resource guards: before each round the board refuses it (and tells the server why) when it "
+            "cannot afford it: too little MemAvailable for the round's estimated peak, a Raspberry Pi "
+            "throttled or under-voltage now, or a heavy task in a low Jetson power mode. false: train "
+            "whatever is asked."),
+    Key("client", "memory_margin_mb", "int", 128, minimum=0, maximum=65_536,
+        doc="MB that must stay available beyond a round's estimated peak memory (the page cache, the "
+            "SuperNode and whatever else the board runs); a round that would eat into it is refused."),
+    Key("client", "heavy_task_min_watts", "int", 15, minimum=0, maximum=1000,
+        doc="Lowest Jetson power mode, in watts as its name states (5W, MODE_10W, MODE_15W_6CORE), in which "
+            "the board takes a heavy task (cifar10); MAXN always does. 0: no power-mode check."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "

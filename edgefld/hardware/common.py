@@ -57,6 +57,17 @@ def ram_mb(root: str) -> int:
     return int(match.group(1)) // 1024 if match else 0
 
 
+def mem_available_mb(root: str) -> int | None:
+    """Memory available for a new workload (MemAvailable) in MB, read now; None when not reported.
+
+    Unlike MemTotal this changes from minute to minute, so it is not part of the
+    ``Board`` detected once at start: the resource guard reads it before each round.
+    """
+    meminfo = sysroot.read_text(root, "proc/meminfo") or ""
+    match = re.search(r"^MemAvailable:\s*(\d+)\s*kB", meminfo, re.MULTILINE)
+    return int(match.group(1)) // 1024 if match else None
+
+
 def _cpuinfo_processor_count(root: str) -> int | None:
     cpuinfo = sysroot.read_text(root, "proc/cpuinfo")
     if cpuinfo is None:
