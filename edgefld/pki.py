@@ -100,6 +100,28 @@ def _load(path: Path, what: str) -> bytes:
 
 
 # --- the CA and the server certificate --------------------------------------------------------
+def load_certificates(data: bytes, path: Path | str) -> list[x509.Certificate]:
+    """The PEM certificates in a file (a CA file may hold several); PkiError when there is none."""
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise PkiError(f"{path} is not a PEM certificate")
+    return certificates
+
+
+def validity_problem(certificate: x509.Certificate) -> str | None:
+    """"expired on DATE" or "is not valid before DATE" (the board's clock may be wrong), or None."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if certificate.not_valid_after_utc < now:
+        return f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}"
+    if certificate.not_valid_before_utc > now:
+        return (f"is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this machine's "
+                "clock right?)")
+    return None
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgefl"),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -125,7 +147,7 @@ def create_ca(common_name: str, days: int = CA_DAYS) -> tuple[bytes, bytes]:
 
 
 def issue_server_cert(ca_key_pem: bytes, ca_cert_pem: bytes, hosts: list[str],
-                      days: int = SERVER_DAYS) -> tuple[bytes, bytes]:
+                      days: int = SERVER_DAYS, ca_name: str = "the CA certificate") -> tuple[bytes, bytes]:
     """A server key and a certificate for ``hosts`` (names and IP addresses boards connect to)."""
     try:
         ca_key = serialization.load_pem_private_key(ca_key_pem, None)
@@ -134,6 +156,11 @@ def issue_server_cert(ca_key_pem: bytes, ca_cert_pem: bytes, hosts: list[str],
         raise PkiError(f"the CA's key or certificate cannot be read: {exc}") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or ca_key.public_key() != ca_cert.public_key():
         raise PkiError("the CA's key does not belong to its certificate")
+    problem = validity_problem(ca_cert)
+    if problem:
+        # Boards would reject whatever it signs: say so now, not at the first TLS handshake.
+        raise PkiError(f"{ca_name} {problem}; create a new CA with `edgefl pki init-ca --force` and give every "
+                       "board its ca.crt")
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -247,7 +274,7 @@ def make_server_cert(directory: Path, hosts: list[str], days: int, force: bool) 
         refuse_overwrite(key_path, cert_path)
     ca_key, ca_cert = load_ca(directory)
     make_dir(directory)
-    key, cert = issue_server_cert(ca_key, ca_cert, hosts, days)
+    key, cert = issue_server_cert(ca_key, ca_cert, hosts, days, ca_name=f"the CA certificate {directory / CA_CERT}")
     write_private(key_path, key, service_owned=True)
     write_public(cert_path, cert)
     return (f"server certificate {cert_path} for {', '.join(hosts)}, key {key_path} (0600); the server "

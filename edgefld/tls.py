@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefld.config.schema import parse_host_port
+from edgefld.config.schema import parse_host_port, shorten
 from edgefld.errors import ConfigError
 
 PROBE_TIMEOUT_S = 10.0
@@ -66,7 +66,41 @@ def server_security(server: Any, source: str) -> ServerSecurity:
                 raise ConfigError(f"{path} does not exist; TLS is on ({why}): create it with `edgefl pki "
                                   "server-cert --host NAME_OR_IP` (README: Securing a fleet) or set tls = false",
                                   source=source, key=f"[server] {name}")
+        check_server_files(server.tls_cert, server.tls_key, source)
     return ServerSecurity(tls, node_auth)
+
+
+def check_server_files(cert_path: str, key_path: str, source: str) -> None:
+    """A certificate that is not one, has expired, or is not the key's: exit 78 before anything starts."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edgefld.pki import PkiError, load_certificates, validity_problem
+
+    reissue = "issue a new one with `edgefl pki server-cert --host NAME_OR_IP --force`"
+    try:
+        cert = load_certificates(Path(cert_path).read_bytes(), cert_path)[0]
+    except (PkiError, OSError) as exc:
+        raise ConfigError(f"{getattr(exc, 'strerror', None) or exc}; {reissue}", source=source,
+                          key="[server] tls_cert") from None
+    problem = validity_problem(cert)
+    if problem:
+        raise ConfigError(f"{cert_path} {problem}; {reissue}", source=source, key="[server] tls_cert")
+    try:
+        key_pem = Path(key_path).read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{key_path} is not readable by this user; it must belong to the service user (0600)",
+                          source=source, key="[server] tls_key") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {key_path} ({exc.strerror or exc})", source=source,
+                          key="[server] tls_key") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key_path} is not a PEM private key ({shorten(str(exc), 80)}); {reissue}",
+                          source=source, key="[server] tls_key") from None
+    if key.public_key() != cert.public_key():
+        raise ConfigError(f"{key_path} does not belong to {cert_path}; {reissue}", source=source,
+                          key="[server] tls_key")
 
 
 def server_context(cert: str, key: str, source: str) -> ssl.SSLContext:
@@ -157,10 +191,26 @@ def check_client_files(client: Any, key_path: str | None, source: str) -> None:
         if path is None:
             continue
         try:
-            Path(path).read_bytes()
+            data = Path(path).read_bytes()
         except FileNotFoundError:
             hint = "`edgefl pki client-key`" if name == "key" else "copy the fleet's ca.crt here"
             raise ConfigError(f"{path} does not exist ({hint})", source=source, key=f"[client] {name}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); it must belong to the service user",
                               source=source, key=f"[client] {name}") from None
+        if name == "ca":
+            _check_ca_file(data, path, source)
+
+
+def _check_ca_file(data: bytes, path: str, source: str) -> None:
+    """The fleet's ca.crt must be a certificate still valid: otherwise every handshake fails, unexplained."""
+    from edgefld.pki import PkiError, load_certificates, validity_problem
+
+    fix = "copy the fleet's current ca.crt (`edgefl pki init-ca` on the server's machine) here"
+    try:
+        certificates = load_certificates(data, path)
+    except PkiError as exc:
+        raise ConfigError(f"{exc}; {fix}", source=source, key="[client] ca") from None
+    problems = [validity_problem(cert) for cert in certificates]
+    if all(problems):
+        raise ConfigError(f"{path} {problems[0]}; {fix}", source=source, key="[client] ca")

@@ -8,7 +8,8 @@ from typing import Any
 
 from edgefld.config import Config, load_config, resolve_config_path
 from edgefld.config.loader import DEFAULT_CONFIG_PATH
-from edgefld.config.schema import KEYS_BY_TABLE
+from edgefld.config.schema import KEYS_BY_TABLE, shorten
+from edgefld.errors import ConfigError
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,31 @@ def add_override_flags(parser: argparse.ArgumentParser, *tables: str) -> None:
                 )
 
 
+def nonempty_path(text: str) -> str:
+    """argparse type of a path argument: "" would silently mean the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def bounded_int(low: int, high: int, unit: str = "") -> Any:
+    """argparse type of an integer in low..high, named in the message (argparse's own says only "invalid int")."""
+    what = f"{low}..{high} {unit}".strip() if unit else f"an integer {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10) if len(text) <= 20 else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {shorten(text)!r}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
 def overrides_from(args: argparse.Namespace) -> dict[tuple[str, str], tuple[str, Any]]:
     found: dict[tuple[str, str], tuple[str, Any]] = {}
     for dest, value in vars(args).items():
@@ -49,6 +75,8 @@ def load_from_args(args: argparse.Namespace, *, optional: bool = False) -> Confi
     `edgefl detect` on a machine without edgefl installed); a path the user
     named must exist.
     """
+    if args.config == "":
+        raise ConfigError("an empty path; give the path of a TOML file", key="--config")
     path = resolve_config_path(args.config)
     named = args.config is not None or "EDGEFL_CONFIG" in os.environ
     if optional and not named and not os.path.exists(path):

@@ -8,6 +8,7 @@ import sys
 
 from edgefld.cli.common import add_config_argument, load_from_args
 from edgefld.data import DATASETS
+from edgefld.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _data_dir(args: argparse.Namespace) -> str:
-    if args.data_dir:
+    if args.data_dir is not None:
+        if not args.data_dir:
+            raise ConfigError("an empty path; give a directory", key="--data-dir")
         return args.data_dir
     return load_from_args(args, optional=True).client.data_dir
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from edgefld.backends.catalog import installed_backends
@@ -21,11 +22,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--sysroot", default="/", metavar="DIR", help="read /proc, /sys and /etc below DIR (for fixture trees)"
+        "--sysroot", default="/", metavar="DIR", type=_directory,
+        help="read /proc, /sys and /etc below DIR (for fixture trees)",
     )
     parser.add_argument("--no-cuda-probe", action="store_true", help="do not start a Python to ask torch for CUDA")
     add_config_argument(parser)
     parser.set_defaults(handler=run)
+
+
+def _directory(text: str) -> str:
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text or '(empty)'} is not a directory")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

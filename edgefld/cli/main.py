@@ -27,6 +27,11 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(ExitCode.USAGE)
 
 
+def one_line(message: str) -> str:
+    """Journals, scripts and people read the first line: a library's multi-line reason is folded into it."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgefl",
@@ -47,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except EdgeflError as exc:
-        sys.stderr.write(f"edgefl: {exc}\n")
+        sys.stderr.write(f"edgefl: {one_line(str(exc))}\n")
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
@@ -59,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(
-            f"edgefl: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback, "
+            f"edgefl: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with --debug for a traceback, "
             "and please report it)\n"
         )
         return int(ExitCode.SOFTWARE)

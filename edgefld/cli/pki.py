@@ -5,7 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgefld.cli.common import add_config_argument, load_from_args
+from edgefld.cli.common import add_config_argument, bounded_int, load_from_args, nonempty_path
+from edgefld.config.schema import is_host_name, key, shorten
+
+MAX_DAYS = 36500  # a hundred years: beyond it a date no longer fits an X.509 validity period sensibly
+
+
+def _host(text: str) -> str:
+    """A name or address boards connect to; it goes into the certificate's subjectAltName."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not text or not is_host_name(text):
+        raise argparse.ArgumentTypeError(f'"{shorten(text)}" is not an IP address or host name')
+    return text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,24 +38,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     init_ca = commands.add_parser("init-ca", help="create the fleet's CA (ca.crt, ca.key)")
     init_ca.add_argument("--name", default="edgefl fleet CA", help="the CA's common name")
-    init_ca.add_argument("--days", type=int, default=CA_DAYS, help="validity (default: %(default)s)")
+    days = bounded_int(1, MAX_DAYS, "days")
+    cid = key("client", "cid")
+    init_ca.add_argument("--days", type=days, default=CA_DAYS, help="validity (default: %(default)s)")
     init_ca.set_defaults(handler=run_init_ca)
 
     server_cert = commands.add_parser(
         "server-cert", help="issue the server's TLS certificate (server.crt, server.key) with the CA in --dir")
-    server_cert.add_argument("--host", action="append", required=True, metavar="NAME_OR_IP",
+    server_cert.add_argument("--host", action="append", required=True, metavar="NAME_OR_IP", type=_host,
                              help="a name or address boards use for the server ([client] server); repeatable")
-    server_cert.add_argument("--days", type=int, default=SERVER_DAYS, help="validity (default: %(default)s)")
+    server_cert.add_argument("--days", type=days, default=SERVER_DAYS, help="validity (default: %(default)s)")
     server_cert.set_defaults(handler=run_server_cert)
 
     client_key = commands.add_parser("client-key", help="create a board's node key (client-CID.key and .pub)")
     target = client_key.add_mutually_exclusive_group(required=True)
-    target.add_argument("--cid", type=int, help="the board's client id: --dir/client-CID.key")
-    target.add_argument("--out", metavar="PATH", help="write the key to PATH (and the public key beside it, .pub)")
+    target.add_argument("--cid", type=bounded_int(int(cid.minimum), int(cid.maximum)),
+                        help="the board's client id: --dir/client-CID.key")
+    target.add_argument("--out", metavar="PATH", type=nonempty_path, help="write the key to PATH (and the public key beside it, .pub)")
     client_key.set_defaults(handler=run_client_key)
 
     for sub in (init_ca, server_cert, client_key):
-        sub.add_argument("--dir", default=DEFAULT_PKI_DIR, help="where the files go (default: %(default)s)")
+        sub.add_argument("--dir", default=DEFAULT_PKI_DIR, type=nonempty_path, help="where the files go (default: %(default)s)")
         sub.add_argument("--force", action="store_true", help="replace existing files")
 
     enrol = subparsers.add_parser(

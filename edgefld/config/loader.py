@@ -10,13 +10,15 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from edgefld.config.schema import toml_literal as _toml_literal
-from edgefld.config.schema import KEYS_BY_TABLE, REQUIRED, TABLES
+from edgefld.config.schema import KEYS_BY_TABLE, REQUIRED, TABLES, shorten
 from edgefld.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/edgefl.toml"
@@ -25,6 +27,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; refuse to parse a runaway f
 
 _TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _KEY_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\- ]+?)\s*=""")
+_LONG_NUMBER_RE = re.compile(r"\d{1000,}")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
 
 
@@ -67,7 +70,9 @@ class Config:
 
 def resolve_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """--config wins over $EDGEFL_CONFIG, which wins over /etc/edgefl.toml."""
-    return explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+    if explicit is not None:
+        return explicit  # an empty one too: load_config refuses it rather than reading another file
+    return environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
 def load_config(
@@ -83,6 +88,8 @@ def load_config(
         source, data, lines = "<defaults>", {}, {}
     else:
         source = os.fspath(path)
+        if not source:
+            raise ConfigError("the configuration path is empty; give the path of a TOML file")
         text = _read_text(source)
         try:
             data = tomllib.loads(text)
@@ -90,6 +97,11 @@ def load_config(
             raise _syntax_error(source, text, exc) from None
         except RecursionError:
             raise ConfigError("TOML nesting is too deep", source=source) from None
+        except ValueError:
+            # tomllib lets int()'s limit through (CVE-2020-10735: more than 4300 digits).
+            line = _line_of(text, _LONG_NUMBER_RE)
+            raise ConfigError(f"a number has more than {sys.get_int_max_str_digits()} digits", source=source,
+                              line=line, key=_key_at(text, line)) from None
         lines = _locate_keys(text)
     sections, present, origins = _validate(source, data, lines, supplied=frozenset(overrides or ()))
     for (table, name), (flag, raw) in (overrides or {}).items():
@@ -113,12 +125,10 @@ def load_config(
 
 def _read_text(source: str) -> str:
     try:
-        with open(source, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-file.
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError("file not found (pass --config PATH or set EDGEFL_CONFIG)", source=source) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a TOML file", source=source) from None
     except PermissionError:
         raise ConfigError(
             "permission denied; it must be readable by the user running edgefl (e.g. the edgefl service user)",
@@ -126,6 +136,19 @@ def _read_text(source: str) -> str:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror or exc}", source=source) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError("is a directory, expected a TOML file", source=source)
+        if not stat.S_ISREG(mode):
+            raise ConfigError("is not a regular file (a FIFO, device or socket); expected a TOML file",
+                              source=source)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror or exc}", source=source) from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"is larger than {MAX_CONFIG_BYTES} bytes; a config file is a few KiB", source=source)
     if raw.startswith(b"\xef\xbb\xbf"):  # editors on other systems add a BOM; TOML itself forbids it
@@ -153,6 +176,11 @@ def _syntax_error(source: str, text: str, exc: tomllib.TOMLDecodeError) -> Confi
     if "overwrite" in problem or "twice" in problem:
         problem += " (a key or table may be set only once)"
     return ConfigError(f"TOML syntax error: {problem}", source=source, line=line, key=_key_at(text, line))
+
+
+def _line_of(text: str, pattern: re.Pattern[str]) -> int | None:
+    found = pattern.search(text)
+    return text[: found.start()].count("\n") + 1 if found else None
 
 
 def _key_at(text: str, line: int | None) -> str | None:
@@ -228,12 +256,12 @@ def _validate(
                 owner = [t for t, keys in KEYS_BY_TABLE.items() if table in keys]
                 hint = f"; it belongs under [{owner[0]}]" if owner else ""
                 raise ConfigError(
-                    f"unknown top-level key \"{table}\"{hint}; tables allowed: {_table_list()}",
-                    source=source, line=lines.get(("", table)), key=table,
+                    f"unknown top-level key \"{shorten(table)}\"{hint}; tables allowed: {_table_list()}",
+                    source=source, line=lines.get(("", table)), key=shorten(table),
                 )
             raise ConfigError(
                 f"unknown table{_did_you_mean(table, TABLES)}; tables allowed: {_table_list()}",
-                source=source, line=lines.get((table, "")), key=f"[{table}]",
+                source=source, line=lines.get((table, "")), key=f"[{shorten(table)}]",
             )
         if not isinstance(body, dict):
             raise ConfigError(
@@ -249,7 +277,7 @@ def _validate(
                 raise ConfigError(
                     f"unknown key{_did_you_mean(name, allowed)}{elsewhere}; keys allowed in [{table}]: "
                     + ", ".join(allowed),
-                    source=source, line=line, key=f"[{table}] {name}",
+                    source=source, line=line, key=f"[{table}] {shorten(name)}",
                 )
             key_ = allowed[name]
             try:
@@ -274,7 +302,13 @@ def _validate(
     return sections, present, origins
 
 
+def _kind_of(value: Any) -> str:
+    return "an array of tables" if isinstance(value, list) else "a value"
+
+
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    if len(name) > 100:
+        return ""  # nothing that long is a typo of a key
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean \"{close[0]}\"?)" if close else ""
 

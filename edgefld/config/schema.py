@@ -28,7 +28,16 @@ def _describe(value: Any) -> str:
     return f"{name} {shown}".strip()
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """A value as a message quotes it: a runaway string (a 900 KB line, 5000 digits) is cut, not echoed."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_host_name(text: str) -> bool:
+    return len(text) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in text.split("."))
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -41,7 +50,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f'"{host}" is not an IPv6 address') from None
+            raise ValueError(f'"{shorten(host)}" is not an IPv6 address') from None
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
@@ -55,11 +64,13 @@ def parse_host_port(text: str) -> tuple[str, int]:
             try:
                 ipaddress.IPv4Address(host)
             except ValueError:
-                raise ValueError(f'"{host}" is not an IPv4 address') from None
-        elif len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in host.split(".")):
-            raise ValueError(f'"{host}" is not a valid host name')
+                raise ValueError(f'"{shorten(host)}" is not an IPv4 address') from None
+        elif not is_host_name(host):
+            raise ValueError(f'"{shorten(host)}" is not a valid host name')
     if not port_text.isdigit():
-        raise ValueError(f'port "{port_text}" is not a number')
+        raise ValueError(f'port "{shorten(port_text)}" is not a number')
+    if len(port_text) > 5:
+        raise ValueError(f"port {shorten(port_text)} is outside 1..65535")
     port = int(port_text)
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is outside 1..65535")
@@ -141,12 +152,12 @@ class Key:
                 raise ValueError(f"must be {self.allowed()}, got {_fmt(value)}")
         elif self.kind == "choice":
             if value not in self.choices:
-                raise ValueError(f'must be {self.allowed()}, got "{value}"')
+                raise ValueError(f'must be {self.allowed()}, got "{shorten(value)}"')
         elif self.kind == "host_port":
             try:
                 parse_host_port(value)
             except ValueError as exc:
-                raise ValueError(f'"{value}" is not a valid address: {exc}; expected {self.allowed()}') from None
+                raise ValueError(f'"{shorten(value)}" is not a valid address: {exc}; expected {self.allowed()}') from None
         elif self.kind == "path":
             if not value or "\x00" in value:
                 raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
@@ -162,17 +173,17 @@ class Key:
             try:
                 return int(text, 10)
             except ValueError:
-                raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
+                raise ValueError(f"must be {self.allowed()}, got \"{shorten(text)}\"") from None
         if self.kind == "float":
             try:
                 return float(text)
             except ValueError:
-                raise ValueError(f"must be {self.allowed()}, got \"{text}\"") from None
+                raise ValueError(f"must be {self.allowed()}, got \"{shorten(text)}\"") from None
         if self.kind in ("switch", "bool"):
             words = {"true": True, "false": False, "auto": "auto"} if self.kind == "switch" else {"true": True, "false": False}
             switch = words.get(text)
             if switch is None:
-                raise ValueError(f"must be {self.allowed()}, got \"{text}\"")
+                raise ValueError(f"must be {self.allowed()}, got \"{shorten(text)}\"")
             return switch
         return text
 

@@ -71,6 +71,8 @@ def import_dataset(
     ``checksums`` replaces published digests by file name (the same algorithm
     as the published one): for a re-hosted file, and for tests.
     """
+    if not os.fspath(path):
+        raise DataError(f"an empty path (it would mean the current directory): give {_IMPORT_FORMS}")
     source = Path(path)
     return import_from(source, data_dir, checksums or {}, {"imported_from": str(source.resolve())})
 
@@ -214,6 +216,9 @@ def _import_cifar10_archive(
                 member_file = tar.extractfile(member)
                 assert member_file is not None  # isfile() members always have content
                 batches[batch] = _parse_cifar10_batch(member_file.read(), f"{archive}:{member.name}")
+    except tarfile.ReadError:
+        # tarfile's own text lists every compression it tried, over several lines.
+        raise DataError(f"{archive} is truncated or corrupt (not a readable tar archive): {CIFAR10.fix_hint}") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{archive} is truncated or corrupt ({exc}): {CIFAR10.fix_hint}") from None
     missing = [name for name in wanted if wanted[name] not in batches]
@@ -257,9 +262,9 @@ def _parse_cifar10_batch(content: bytes, where: str) -> tuple[np.ndarray, np.nda
     """One batch pickle -> (images N x 32 x 32 x 3, labels N), both uint8."""
     try:
         batch = _CifarBatchUnpickler(io.BytesIO(content), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise DataError(f"{where} is not a CIFAR-10 batch as published, refused: {exc}") from None
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
         raise DataError(f"{where} is truncated or corrupt ({exc}): {CIFAR10.fix_hint}") from None
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(b"labels") if isinstance(batch, dict) else None
@@ -276,16 +281,20 @@ def _parse_cifar10_batch(content: bytes, where: str) -> tuple[np.ndarray, np.nda
     return images, np.asarray(labels, dtype=np.uint8)
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something a published batch never holds: refused, never built."""
+
+
 def _empty_ndarray(subtype: type, shape: Any, typecode: Any) -> np.ndarray:
     if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"refusing to build an array of type {subtype!r}")
+        raise _Refused(f"refusing to build an array of type {subtype!r}")
     return cast(np.ndarray, _numpy_reconstruct(np.ndarray, shape, typecode))
 
 
 def _uint8_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     # The only dtype in a CIFAR batch. Object dtypes would let the array's state hold arbitrary objects.
     if spec not in (b"u1", "u1"):
-        raise pickle.UnpicklingError(f"refusing dtype {spec!r}: a CIFAR-10 batch holds only uint8")
+        raise _Refused(f"refusing dtype {spec!r}: a CIFAR-10 batch holds only uint8")
     return np.dtype("u1", align=bool(align), copy=bool(copy))
 
 
@@ -309,5 +318,5 @@ class _CifarBatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._ALLOWED.get((module, name))
         if allowed is None:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}")
+            raise _Refused(f"it asks for {module}.{name}")
         return allowed
