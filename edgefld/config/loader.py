@@ -172,6 +172,8 @@ def _syntax_error(source: str, text: str, exc: tomllib.TOMLDecodeError) -> Confi
     message = str(exc)
     match = _TOML_POS_RE.search(message)
     line = int(match.group(1)) if match and match.group(1) else None
+    if match and line is None:  # "at end of document": the last line is where it went wrong
+        line = max(1, len(text.splitlines()))
     problem = _TOML_POS_RE.sub("", message).strip().rstrip(".")
     if "overwrite" in problem or "twice" in problem:
         problem += " (a key or table may be set only once)"
