@@ -41,6 +41,13 @@ def nonempty_path(text: str) -> str:
     return text
 
 
+def existing_directory(text: str) -> str:
+    """argparse type of a directory that must exist (a --sysroot)."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text or '(empty)'} is not a directory")
+    return text
+
+
 def bounded_int(low: int, high: int, unit: str = "") -> Any:
     """argparse type of an integer in low..high, named in the message (argparse's own says only "invalid int")."""
     what = f"{low}..{high} {unit}".strip() if unit else f"an integer {low}..{high}"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from edgefld.backends.catalog import installed_backends
-from edgefld.cli.common import add_config_argument, load_from_args
+from edgefld.cli.common import add_config_argument, existing_directory, load_from_args
 from edgefld.errors import EdgeflError
 from edgefld.hardware import Board, detect_board
 from edgefld.profile import Profile, choose_profile
@@ -22,18 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--sysroot", default="/", metavar="DIR", type=_directory,
+        "--sysroot", default="/", metavar="DIR", type=existing_directory,
         help="read /proc, /sys and /etc below DIR (for fixture trees)",
     )
     parser.add_argument("--no-cuda-probe", action="store_true", help="do not start a Python to ask torch for CUDA")
     add_config_argument(parser)
     parser.set_defaults(handler=run)
-
-
-def _directory(text: str) -> str:
-    if not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text or '(empty)'} is not a directory")
-    return text
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class Refusal:
     fatal: bool
 
 
-def node_config(config: Config, profile: Profile, status_file: Path) -> dict[str, Any]:
+def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/") -> dict[str, Any]:
     """What the ClientApp reads from context.node_config (see edgefld.apps.settings)."""
     c = config.client
     return {
@@ -74,14 +74,15 @@ def node_config(config: Config, profile: Profile, status_file: Path) -> dict[str
         "guards": c.guards,
         "memory-margin-mb": c.memory_margin_mb,
         "heavy-task-min-watts": c.heavy_task_min_watts,
-        "board-root": "/",
+        "board-root": board_root,  # the ClientApp reads the board's live state (edgefld.guards) there
         "board-tools-path": "",
     }
 
 
 class ClientDaemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sysroot: str = "/") -> None:
         self.config = config
+        self.sysroot = sysroot
         self.client = config.client
         self.state_dir = Path(self.client.state_dir)
         self.status_file = self.state_dir / "last-round.json"
@@ -104,7 +105,7 @@ class ClientDaemon:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        board = detect_board()
+        board = detect_board(self.sysroot)
         profile = choose_profile(board, self.client.backend, installed_backends(), self.client.threads)
         if profile.backend is None:
             raise BackendUnavailable("; ".join(profile.notes))
@@ -178,7 +179,7 @@ class ClientDaemon:
     def _write_node_config(self, profile: Profile) -> Path:
         path = self.state_dir / "node-config.toml"
         text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile,
-                                                                             self.status_file).items())
+                                                                             self.status_file, self.sysroot).items())
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
@@ -293,6 +294,6 @@ def _describe(record: dict[str, Any]) -> str:
             f"on {record.get('samples')} samples")
 
 
-def run_client(config: Config) -> int:
+def run_client(config: Config, sysroot: str = "/") -> int:
     setup_logging(config.log.level)
-    return ClientDaemon(config).run()
+    return ClientDaemon(config, sysroot).run()
