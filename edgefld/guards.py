@@ -99,10 +99,9 @@ def power_mode_watts(name: str) -> int | None:
 
 
 def _throttling_words(throttling: Throttling) -> str:
-    now = [word for word, on in (("under-voltage", throttling.under_voltage), ("frequency capped", throttling.freq_capped),
-                                 ("throttled", throttling.throttled), ("soft temperature limit", throttling.soft_temp_limit))
-           if on]
-    return ", ".join(now)
+    bits = (("under-voltage", throttling.under_voltage), ("frequency capped", throttling.freq_capped),
+            ("throttled", throttling.throttled), ("soft temperature limit", throttling.soft_temp_limit))
+    return ", ".join(word for word, on in bits if on)
 
 
 def check_round(task: str, backend: str, batch_size: int, facts: LiveFacts, policy: GuardPolicy) -> str | None:

@@ -54,11 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     target = client_key.add_mutually_exclusive_group(required=True)
     target.add_argument("--cid", type=bounded_int(int(cid.minimum), int(cid.maximum)),
                         help="the board's client id: --dir/client-CID.key")
-    target.add_argument("--out", metavar="PATH", type=nonempty_path, help="write the key to PATH (and the public key beside it, .pub)")
+    target.add_argument("--out", metavar="PATH", type=nonempty_path,
+                        help="write the key to PATH (and the public key beside it, .pub)")
     client_key.set_defaults(handler=run_client_key)
 
     for sub in (init_ca, server_cert, client_key):
-        sub.add_argument("--dir", default=DEFAULT_PKI_DIR, type=nonempty_path, help="where the files go (default: %(default)s)")
+        sub.add_argument("--dir", default=DEFAULT_PKI_DIR, type=nonempty_path,
+                         help="where the files go (default: %(default)s)")
         sub.add_argument("--force", action="store_true", help="replace existing files")
 
     enrol = subparsers.add_parser(

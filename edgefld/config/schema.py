@@ -157,7 +157,8 @@ class Key:
             try:
                 parse_host_port(value)
             except ValueError as exc:
-                raise ValueError(f'"{shorten(value)}" is not a valid address: {exc}; expected {self.allowed()}') from None
+                raise ValueError(
+                    f'"{shorten(value)}" is not a valid address: {exc}; expected {self.allowed()}') from None
         elif self.kind == "path":
             if not value or "\x00" in value:
                 raise ValueError(f"must be {self.allowed()}, got {_describe(value)}")
@@ -180,7 +181,9 @@ class Key:
             except ValueError:
                 raise ValueError(f"must be {self.allowed()}, got \"{shorten(text)}\"") from None
         if self.kind in ("switch", "bool"):
-            words = {"true": True, "false": False, "auto": "auto"} if self.kind == "switch" else {"true": True, "false": False}
+            words: dict[str, Any] = {"true": True, "false": False}
+            if self.kind == "switch":
+                words["auto"] = "auto"
             switch = words.get(text)
             if switch is None:
                 raise ValueError(f"must be {self.allowed()}, got \"{shorten(text)}\"")
