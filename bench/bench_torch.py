@@ -6,6 +6,10 @@
 Each task runs in a process of its own, so its peak RSS is that task's alone
 (torch, the model, the data and training) and not the largest seen so far.
 The images are random: throughput does not depend on what they show.
+
+The resource guard's memory table (MEMORY_FIGURES in edgefld/guards.py) is
+the peak and after-import RSS of this script at --batch-size 8 and 64
+(--threads 1); rerun it on a new board or framework release and update it.
 """
 
 from __future__ import annotations
