@@ -88,25 +88,46 @@ def max_abs_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
 # --- the shipped models ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", sorted({t.model for t in TASKS.values()}))
-def test_shipped_model_matches_its_manifest_and_uses_builtin_ops_only(model):
+MODELS = sorted({t.model for t in TASKS.values()})
+
+
+def _shipped_bytes(model: str) -> bytes:
     info = litert_backend.manifest()["models"][model]
-    data = resources.files("edgefld.backends").joinpath("litert_models", info["file"]).read_bytes()
+    return resources.files("edgefld.backends").joinpath("litert_models", info["file"]).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def operators_in_files() -> dict[str, list[str]] | None:
+    """Each shipped file's operators, read from the flatbuffer with TensorFlow's schema (None without
+    TensorFlow); in a child process, because importing tensorflow before torchvision's triton in one
+    process crashes it, and other tests here import torch."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    code = ("import json, sys\nfrom edgefld.backends.litert_build import operator_names\n"
+            "print(json.dumps({m: operator_names(open(p, 'rb').read()) for m, p in zip(sys.argv[1::2], sys.argv[2::2])}))")
+    args = []
+    for model in MODELS:
+        info = litert_backend.manifest()["models"][model]
+        args += [model, str(resources.files("edgefld.backends").joinpath("litert_models", info["file"]))]
+    completed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_model_matches_its_manifest_and_uses_builtin_ops_only(model, operators_in_files):
+    info = litert_backend.manifest()["models"][model]
+    data = _shipped_bytes(model)
     assert hashlib.sha256(data).hexdigest() == info["sha256"] and len(data) == info["bytes"]
     assert set(info["signatures"]) == {"train", "infer", "get_weights", "set_weights"}
     count = len(model_layout(model))
     assert info["signatures"]["get_weights"]["outputs"] == [litert_backend.weight_key(i) for i in range(count)]
     assert info["signatures"]["set_weights"]["inputs"] == [litert_backend.weight_key(i) for i in range(count)]
     assert not [op for op in info["ops"] if op.startswith(NOT_BUILTIN_PREFIXES)]
-    # The manifest's op list is the file's: read from the flatbuffer with TensorFlow's schema, where
-    # TensorFlow is installed; in a child process, because importing tensorflow before torchvision's
-    # triton in one process crashes it (and other tests here import torch).
-    if _tensorflow_importable():
-        code = ("import json, sys\nfrom edgefld.backends.litert_build import operator_names\n"
-                "print(json.dumps(operator_names(sys.stdin.buffer.read())))")
-        completed = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=300)
-        assert completed.returncode == 0, completed.stderr[-3000:]
-        assert json.loads(completed.stdout.decode().strip().splitlines()[-1]) == info["ops"]
+    if operators_in_files is not None:  # the manifest's op list is the file's
+        assert operators_in_files[model] == info["ops"]
 
 
 def _tensorflow_importable() -> bool:
@@ -132,8 +153,7 @@ def test_rebuilt_models_are_byte_identical_to_the_shipped_ones(tmp_path):
         pytest.fail(f"rebuilt models differ from the shipped ones (shipped built with TensorFlow {versions}); "
                     "run make litert-models and commit the result")
     for info in shipped["models"].values():
-        shipped_bytes = resources.files("edgefld.backends").joinpath("litert_models", info["file"]).read_bytes()
-        assert (tmp_path / info["file"]).read_bytes() == shipped_bytes
+        assert (tmp_path / info["file"]).read_bytes() == _shipped_bytes(info["model"])
 
 
 # --- agreement with the torch backend ---------------------------------------------------------------------
