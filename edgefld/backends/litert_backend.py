@@ -112,14 +112,14 @@ class _TrainingModel:
 
     def __init__(self, task: Task, interpreter_class: type, threads: int | None) -> None:
         self.task = task
-        self.info = manifest()["models"][task.model] if task.model in manifest()["models"] else None
         content = model_bytes(task.model)
+        self.info = manifest()["models"][task.model]
         self.interpreter = interpreter_class(model_content=content, num_threads=threads)
         self.runners: dict[str, Callable[..., dict[str, np.ndarray]]] = {
             key: self.interpreter.get_signature_runner(key) for key in ("train", "infer", "get_weights", "set_weights")
         }
         self.count = len(model_layout(task.model))
-        self.dropout_features: int | None = self.info.get("dropout_features") if self.info else None
+        self.dropout_features: int | None = self.info.get("dropout_features")
 
     def set_weights(self, weights: Weights) -> None:
         """Copy ``weights`` in and zero the momentum buffers (one signature does both)."""
@@ -175,8 +175,15 @@ class LiteRTBackend:
             raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
         inputs = model_inputs(task, images)
         targets = model_targets(task, labels, len(images))
-        model = self._model_with(task, weights)
         num_examples = len(images)
+        if min(batch_size, num_examples) == 1 and _has_batchnorm(task):
+            # torch refuses too ("Expected more than 1 value per channel"); here the unbiased running
+            # variance would silently become inf (n - 1 = 0) and poison the model.
+            raise ValueError(
+                f"task {task.name}: BatchNorm cannot train on batches of one image; "
+                f"got {num_examples} image(s) in batches of {batch_size}: use at least 2 of each"
+            )
+        model = self._model_with(task, weights)
         rng = np.random.default_rng(seed)
         start = time.perf_counter()
         loss_sum = 0.0
@@ -228,6 +235,10 @@ class LiteRTBackend:
             self._models[task.model] = model
         model.set_weights(weights)
         return model
+
+
+def _has_batchnorm(task: Task) -> bool:
+    return any(spec.name.endswith(".running_var") for spec in model_layout(task.model))
 
 
 def model_inputs(task: Task, images: np.ndarray) -> np.ndarray:

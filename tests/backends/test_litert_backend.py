@@ -319,6 +319,18 @@ def test_mobilenet_trains_on_four_images_and_a_lone_trailing_one(backend):
     assert 0.0 <= evaluation.accuracy <= 1.0 and np.isfinite(evaluation.loss)
 
 
+def test_batchnorm_models_refuse_batches_of_one(backend):
+    images, labels = learnable_batch(CIFAR10, per_class=1)
+    weights = backend.initial_weights(CIFAR10)
+    with pytest.raises(ValueError, match=r"cifar10: BatchNorm cannot train on batches of one image; got 1 image"):
+        backend.train(CIFAR10, weights, images[:1], labels[:1], epochs=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"got 10 image\(s\) in batches of 1"):
+        backend.train(CIFAR10, weights, images, labels, epochs=1, batch_size=1)
+    # Without BatchNorm a single image is a valid batch.
+    result = backend.train(MNIST, backend.initial_weights(MNIST), *learnable_batch(MNIST, 1), epochs=1, batch_size=1)
+    assert all(np.isfinite(w).all() for w in result.weights)
+
+
 def test_lone_trailing_sample_joins_the_batch_before_it():
     batches = litert_backend.training_batches(np.arange(9), 4)
     assert [list(b) for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
