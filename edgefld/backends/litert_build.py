@@ -343,7 +343,9 @@ class SqueezeExcitation(Layer):
 
     def __init__(self, model, prefix):
         self.pool = GlobalAvgPool()
-        self.branch = Sequential([Linear(model, prefix + ".fc1"), ReLU(), Linear(model, prefix + ".fc2"), Hardsigmoid()])
+        self.branch = Sequential(
+            [Linear(model, prefix + ".fc1"), ReLU(), Linear(model, prefix + ".fc2"), Hardsigmoid()]
+        )
 
     def forward(self, x, training, ctx):
         pooled, pool_cache = self.pool.forward(x, training, ctx)
@@ -570,7 +572,8 @@ def build(directory: Path, models: list[str]) -> dict:
         tflite, info = convert(name)
         (directory / info["file"]).write_bytes(tflite)
         manifest["models"][name] = info
-        print(f"{directory / info['file']}: {len(tflite)} bytes, {len(info['ops'])} op kinds, sha256 {info['sha256'][:16]}")
+        print(f"{directory / info['file']}: {len(tflite)} bytes, {len(info['ops'])} op kinds, "
+              f"sha256 {info['sha256'][:16]}")
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
 

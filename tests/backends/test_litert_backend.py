@@ -106,7 +106,8 @@ def operators_in_files() -> dict[str, list[str]] | None:
     if importlib.util.find_spec("tensorflow") is None:
         return None
     code = ("import json, sys\nfrom edgefld.backends.litert_build import operator_names\n"
-            "print(json.dumps({m: operator_names(open(p, 'rb').read()) for m, p in zip(sys.argv[1::2], sys.argv[2::2])}))")
+            "pairs = zip(sys.argv[1::2], sys.argv[2::2])\n"
+            "print(json.dumps({m: operator_names(open(p, 'rb').read()) for m, p in pairs}))")
     args = []
     for model in MODELS:
         info = litert_backend.manifest()["models"][model]
@@ -418,7 +419,8 @@ def test_without_any_runtime_the_error_names_the_package(monkeypatch):
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr("importlib.metadata.version", _no_distribution)
-    with pytest.raises(BackendUnavailable, match=r"needs ai-edge-litert \(edgefl-backend-litert, pip: edgefl\[litert\]\)"):
+    expected = r"needs ai-edge-litert \(edgefl-backend-litert, pip: edgefl\[litert\]\)"
+    with pytest.raises(BackendUnavailable, match=expected):
         litert_backend.create_backend()
 
 
