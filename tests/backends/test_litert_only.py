@@ -1,7 +1,8 @@
 """The LiteRT backend where a small board has it: a virtualenv with ai-edge-litert and NO torch or TensorFlow.
 
 The environment is built once with pip (PyPI) and cached: under $EDGEFL_CACHE
-when set, else in pytest's cache directory; delete it to rebuild. edgefld comes
+when set, else in pytest's cache directory (.pytest_cache/d/litert-only-venv-*);
+delete it to rebuild. edgefld comes
 from this checkout (PYTHONPATH), not from a wheel.
 """
 
@@ -26,10 +27,15 @@ READY = ".edgefl-ready"
 
 
 @pytest.fixture(scope="module")
-def litert_python(request) -> Path:
+def litert_python(request, tmp_path_factory) -> Path:
     name = "litert-only-venv-" + hashlib.sha256(" ".join(REQUIREMENTS).encode()).hexdigest()[:12]
     cache = os.environ.get("EDGEFL_CACHE")
-    venv = Path(cache) / name if cache else Path(request.config.cache.mkdir(name))
+    if cache:
+        venv = Path(cache) / name
+    elif getattr(request.config, "cache", None) is not None:
+        venv = Path(request.config.cache.mkdir(name))
+    else:  # -p no:cacheprovider: built afresh for this run
+        venv = tmp_path_factory.mktemp(name)
     python = venv / "bin" / "python"
     if not (venv / READY).exists():
         shutil.rmtree(venv, ignore_errors=True)
