@@ -61,6 +61,7 @@ class Backend(Protocol):
 # name -> module holding ``create_backend(device, threads) -> Backend``; imported only when chosen.
 BACKEND_MODULES = {
     "torch": "edgefld.backends.torch_backend",
+    "litert": "edgefld.backends.litert_backend",
 }
 
 

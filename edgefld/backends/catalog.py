@@ -25,7 +25,8 @@ BACKENDS: dict[str, BackendSpec] = {
         BackendSpec("torch", ("torch",),
                     "edgefl-backend-torch (pip: edgefl[torch]; on a Jetson, NVIDIA's JetPack torch)"),
         BackendSpec("tensorflow", ("tensorflow",), "edgefl[tensorflow]"),
-        BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"), "edgefl[litert]"),
+        BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"),
+                    "edgefl-backend-litert (pip: edgefl[litert])"),
     )
 }
 
