@@ -8,7 +8,7 @@ Each task runs in a process of its own, so its peak RSS is that task's alone
 The images are random: throughput does not depend on what they show.
 
 The resource guard's memory table (MEMORY_FIGURES in edgefld/guards.py) is
-the peak and after-import RSS of this script at --batch-size 8 and 64
+the peak and after-import RSS of this script (and of bench_litert.py) at --batch-size 8 and 64
 (--threads 1); rerun it on a new board or framework release and update it.
 """
 

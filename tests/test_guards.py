@@ -97,9 +97,16 @@ def test_the_margin_is_configurable():
 
 
 def test_an_unmeasured_backend_is_not_refused_for_memory():
-    # No figures for litert yet: refusing every round of a 512 MB board on a guess would be worse.
-    assert guards.memory_estimate_mib("litert", "mnist", 16) is None
-    assert guards.check_round("mnist", "litert", 16, guards.LiveFacts(100, None, None), POLICY) is None
+    # No figures for tensorflow: refusing every round of a board on a guess would be worse.
+    assert guards.memory_estimate_mib("tensorflow", "mnist", 16) is None
+    assert guards.check_round("mnist", "tensorflow", 16, guards.LiveFacts(100, None, None), POLICY) is None
+
+
+def test_litert_fits_a_pi_zero_where_torch_does_not():
+    # A Pi Zero 2 W (512 MB) with ~300 MB available: litert takes mnist, torch would be OOM-killed.
+    facts = guards.LiveFacts(300, None, None)
+    assert guards.check_round("mnist", "litert", 8, facts, POLICY) is None
+    assert guards.check_round("mnist", "torch", 8, facts, POLICY) is not None
 
 
 def test_a_nano_in_5w_mode_refuses_cifar10_but_takes_mnist():
