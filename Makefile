@@ -4,13 +4,13 @@
 PYTHON ?= python3
 comma := ,
 VENV ?= .venv
-EXTRAS ?= dev,torch
+EXTRAS ?= dev,torch,tensorflow,litert
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv clean default-config deb deb-lock lint-deb check-deb
+.PHONY: demo test test-fast venv clean default-config deb deb-lock lint-deb check-deb litert-models
 
 venv: $(STAMP)
 
@@ -33,6 +33,13 @@ test-fast: venv
 # Regenerate the shipped etc/edgefl.toml from the schema (a test checks they match).
 default-config: venv
 	$(VENV)/bin/edgefl default-config > etc/edgefl.toml
+
+# Rebuild the LiteRT training models (edgefld/backends/litert_models/*.tflite + manifest.json)
+# with TensorFlow; boards only read them. A test checks the shipped files match a rebuild.
+LITERT_BUILD_VENV ?= $(VENV)
+litert-models:
+	@$(LITERT_BUILD_VENV)/bin/python -c "import tensorflow" 2>/dev/null || { echo "make litert-models: needs TensorFlow in $(LITERT_BUILD_VENV) (make venv EXTRAS=dev,tensorflow, or LITERT_BUILD_VENV=...)" >&2; exit 69; }
+	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python -m edgefld.backends.litert_build
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -91,6 +91,7 @@ def batch_slices(num_examples: int, batch_size: int) -> list[slice]:
 BACKEND_MODULES = {
     "torch": "edgefld.backends.torch_backend",
     "tensorflow": "edgefld.backends.tf_backend",
+    "litert": "edgefld.backends.litert_backend",
 }
 
 

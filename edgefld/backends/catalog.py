@@ -26,7 +26,8 @@ BACKENDS: dict[str, BackendSpec] = {
                     "edgefl-backend-torch (pip: edgefl[torch]; on a Jetson, NVIDIA's JetPack torch)"),
         BackendSpec("tensorflow", ("tensorflow",),
                     "edgefl[tensorflow] (tensorflow-cpu on x86_64; on a Jetson NVIDIA's l4t TensorFlow)"),
-        BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"), "edgefl[litert]"),
+        BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"),
+                    "edgefl-backend-litert (pip: edgefl[litert])"),
     )
 }
 

@@ -59,7 +59,10 @@ def test_detect_table_is_short_and_readable(edgefl_cli):
     assert len(lines) <= 14
 
 
-def test_detect_with_an_uninstalled_backend_configured_exits_69(tmp_path, edgefl_cli):
+def test_detect_with_an_uninstalled_backend_configured_exits_69(tmp_path, edgefl_cli, monkeypatch):
+    # None in sys.modules is how Python itself marks a module as not importable: to
+    # find_spec, tensorflow is then absent even where the test venv has it.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
     config = tmp_path / "edgefl.toml"
     config.write_text('[client]\ncid = 0\nserver = "a:1"\nbackend = "tensorflow"\n')
     code, out, err = edgefl_cli("detect", "--json", "--config", str(config), "--sysroot", str(BOARDS / "rpi4-4gb"))
