@@ -361,7 +361,9 @@ def _mobilenet_v3_small(task: Task, builder: _Builder, inputs: Any, dropout: flo
             y = squeeze_excite(f"{block}.{module}", y, make_divisible(expanded // 4))
             module += 1
         y = conv_bn(f"{block}.{module}", y, channels_out, 1, None)
-        x = keras.layers.Add(name=f"features.{index}.residual")([y, x]) if stride == 1 and channels_in == channels_out else y
+        if stride == 1 and channels_in == channels_out:  # torchvision's use_res_connect
+            y = keras.layers.Add(name=f"features.{index}.residual")([y, x])
+        x = y
     last_conv = 6 * MOBILENET_V3_SMALL_BLOCKS[-1][3]
     x = conv_bn(f"features.{len(MOBILENET_V3_SMALL_BLOCKS) + 1}", x, last_conv, 1, hardswish)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
@@ -434,7 +436,7 @@ def _check_slots(task: Task, slots: list[Slot]) -> None:
     expected = [(spec.name, spec.shape) for spec in specs]
     if built != expected:
         first = next((i for i, (a, b) in enumerate(zip(built, expected)) if a != b), min(len(built), len(expected)))
-        raise AssertionError(
+        raise RuntimeError(
             f"the Keras {task.model} does not match its canonical layout at weight {first}: "
             f"built {built[first] if first < len(built) else 'nothing'}, "
             f"layout {expected[first] if first < len(expected) else 'nothing'}"
