@@ -38,7 +38,7 @@ class MemoryFigure:
     per_sample_mib: float  # growth per sample in the batch
 
 
-# Measured with bench/bench_torch.py (one process per task, ru_maxrss) on the x86-64 build
+# Measured with bench/bench_backends.py (one process per task, ru_maxrss) on the x86-64 build
 # host, torch 2.14.1 (CUDA build, run on the CPU), --threads 1, --batch-size 8 and 64:
 #   digits  peak 739.0 / 738.3 MiB, mnist 768.6 / 775.4, cifar10 985.8 / 1013.3; after import 704.4-704.9.
 # framework_mib is the after-import figure; task_mib and per_sample_mib are the straight line through
@@ -58,7 +58,7 @@ MEMORY_FIGURES: dict[tuple[str, str], MemoryFigure] = {
 }
 
 # Tasks a low power budget cannot train in useful time: MobileNetV3-small trains at ~130-230
-# samples/s on one x86 core (bench/bench_torch.py), a 5 W Jetson Nano manages a fraction of that.
+# samples/s on one x86 core (bench/bench_backends.py), a 5 W Jetson Nano manages a fraction of that.
 HEAVY_TASKS = frozenset({"cifar10"})
 
 _WATTS = re.compile(r"(\d+)W", re.IGNORECASE)

@@ -9,6 +9,7 @@ Backends know nothing of Flower.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,10 +58,39 @@ class Backend(Protocol):
         self, task: Task, weights: Weights, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256
     ) -> EvalResult: ...
 
+    def predict(self, task: Task, weights: Weights, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """The model's logits (float32, N x classes) in evaluation mode: what backends compare."""
+        ...
+
+
+# Training order, shared by every backend so that the same seed trains the same
+# batches everywhere: backends then agree over whole epochs, not only single steps.
+
+
+def shuffle_orders(num_examples: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
+    """The sample order of each epoch of one train() call: a permutation per epoch from ``seed``."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        yield rng.permutation(num_examples)
+
+
+def batch_slices(num_examples: int, batch_size: int) -> list[slice]:
+    """Consecutive batches of an epoch's order; a lone trailing sample joins the batch before it.
+
+    BatchNorm cannot train on a single sample whose feature map is 1x1 (MobileNetV3's
+    last layers on 32x32 images), so no backend ever trains on a batch of one
+    unless the whole epoch is one sample.
+    """
+    starts = list(range(0, num_examples, batch_size))
+    if len(starts) > 1 and num_examples - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, stop) for start, stop in zip(starts, [*starts[1:], num_examples])]
+
 
 # name -> module holding ``create_backend(device, threads) -> Backend``; imported only when chosen.
 BACKEND_MODULES = {
     "torch": "edgefld.backends.torch_backend",
+    "tensorflow": "edgefld.backends.tf_backend",
     "litert": "edgefld.backends.litert_backend",
 }
 

@@ -24,7 +24,8 @@ BACKENDS: dict[str, BackendSpec] = {
     for spec in (
         BackendSpec("torch", ("torch",),
                     "edgefl-backend-torch (pip: edgefl[torch]; on a Jetson, NVIDIA's JetPack torch)"),
-        BackendSpec("tensorflow", ("tensorflow",), "edgefl[tensorflow]"),
+        BackendSpec("tensorflow", ("tensorflow",),
+                    "edgefl[tensorflow] (tensorflow-cpu on x86_64; on a Jetson NVIDIA's l4t TensorFlow)"),
         BackendSpec("litert", ("ai_edge_litert", "tflite_runtime"),
                     "edgefl-backend-litert (pip: edgefl[litert])"),
     )

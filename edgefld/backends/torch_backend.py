@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from edgefld.backends.base import EvalResult, TrainResult, Weights
+from edgefld.backends.base import EvalResult, TrainResult, Weights, batch_slices, shuffle_orders
 from edgefld.backends.torch_models import build_model, get_weights, set_weights
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
@@ -75,16 +75,16 @@ class TorchBackend:
         targets = model_targets(task, labels, len(images), self._device)
         num_examples = len(images)
         optimizer = MomentumSGD(model.parameters(), lr=task.learning_rate, momentum=task.momentum)
-        # A CPU generator: the shuffle order is the same whatever the device.
-        shuffle = torch.Generator().manual_seed(seed)
         model.train()
         start = time.perf_counter()
         with _seeded(seed, self._device):  # dropout (MobileNetV3's classifier) draws from it
-            for _ in range(epochs):
-                order = torch.randperm(num_examples, generator=shuffle).to(self._device)
+            # The order every backend trains in (base.shuffle_orders): drawn by numpy on
+            # the host, so it is the same whatever the device or framework.
+            for epoch_order in shuffle_orders(num_examples, epochs, seed):
+                order = torch.from_numpy(epoch_order).to(self._device)
                 # Summed on the device: reading each batch's loss would stall a GPU every step.
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
-                for batch in _training_batches(order, batch_size):
+                for batch in (order[bounds] for bounds in batch_slices(num_examples, batch_size)):
                     model.zero_grad(set_to_none=True)
                     loss = functional.cross_entropy(model(inputs[batch]), targets[batch])
                     loss.backward()
@@ -116,6 +116,16 @@ class TorchBackend:
             loss, accuracy = loss_sum.item() / num_examples, correct.item() / num_examples
             seconds = time.perf_counter() - start
         return EvalResult(loss, accuracy, num_examples, seconds)
+
+    def predict(self, task: Task, weights: Weights, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        if batch_size < 1:
+            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        model = self._model_with(task, weights)
+        model.eval()
+        with torch.inference_mode():
+            inputs = model_inputs(task, images, self._device)
+            logits = [model(inputs[first : first + batch_size]) for first in range(0, len(inputs), batch_size)]
+            return torch.cat(logits).cpu().numpy()
 
     def _model_with(self, task: Task, weights: Weights) -> nn.Module:
         """The task's model on this device, holding ``weights``."""
@@ -182,15 +192,6 @@ def model_targets(task: Task, labels: np.ndarray, num_images: int, device: torch
             f"labels range {labels.min()}..{labels.max()}"
         )
     return torch.as_tensor(labels.astype(np.int64)).to(device)
-
-
-def _training_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    batches = list(torch.split(order, batch_size))
-    # BatchNorm cannot train on a single sample whose feature map is 1x1 (MobileNetV3's
-    # last layers on 32x32 images): a lone trailing sample joins the batch before it.
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
 
 
 @contextmanager

@@ -1,0 +1,209 @@
+"""Backends agree: the same weights on the same images give the same logits, and the same
+training from the same start gives the same weights, BatchNorm statistics included.
+
+Every backend in BACKENDS is compared with REFERENCE, the torch backend, whose models
+define the canonical layout. A pair whose backend is not installed is skipped. Run with
+``pytest -s`` to see the largest differences measured, per task and check.
+
+Training agrees over whole epochs, not only single steps, because every backend trains
+in the order ``base.shuffle_orders`` draws (numpy, from the train() call's seed) and
+batches it with ``base.batch_slices``. Dropout (MobileNetV3's classifier) draws its
+masks from each framework's own generator, so the models are compared with dropout
+off (``WITHOUT_DROPOUT``): everything else in training is compared as it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from edgefld.backends.base import Backend, Weights, load_backend
+from edgefld.backends.catalog import installed_backends
+from edgefld.backends.layout import task_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import Task, get_task
+
+REFERENCE = "torch"
+# Compared with REFERENCE. A backend added here needs a WITHOUT_DROPOUT entry.
+BACKENDS = ["tensorflow"]
+TASK_NAMES = ["digits", "mnist", "cifar10"]
+
+# Tolerances. Both backends compute in float32 (unit round-off 6e-8) and differ in
+# summation order (their convolution and matmul kernels) and in how BatchNorm's
+# statistics are reduced, so results differ by some units in the last place, more the
+# deeper the model. Each bound is 15-40x the largest difference measured (torch 2.14
+# CPU, tensorflow-cpu 2.21, x86_64; printed by pytest -s), so a real mismatch - a
+# transposed kernel, padding off by a pixel, a biased running variance, momentum
+# applied the Keras way - lands orders of magnitude above it.
+#
+# Logits, relative to the largest logit (about 2-3, see lively_weights): measured
+# 1.7e-7 (digits), 6e-7 (mnist), 9e-7 (cifar10, 52 layers deep).
+LOGITS_RELATIVE_TOLERANCE = 2e-5
+# Weights after one SGD step, absolute: a step moves weights by lr * gradient (lr 0.01),
+# which scales the gradients' float noise down by 100; measured 7e-9 (digits, mnist),
+# 1.2e-7 (cifar10, in a BatchNorm running variance of order 1).
+ONE_STEP_TOLERANCE = 5e-6
+# Two epochs of three batches (six steps, momentum carried between them), absolute:
+# differences grow through momentum and through BatchNorm renormalising each batch;
+# measured 1.5e-8 (digits, mnist), 4.8e-7 (cifar10). With batches of 2 on MobileNetV3's
+# 1x1 maps BatchNorm divides by the gap between two values and float noise grows to
+# 1e-1 within three steps: such batches are ill-conditioned in any framework, are no
+# use for training, and are avoided here.
+MULTI_STEP_TOLERANCE = 2e-5
+# Mean training loss of the last epoch and evaluate()'s loss, O(1), absolute.
+LOSS_TOLERANCE = 1e-5
+
+
+def _torch_without_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.models import mobilenet_v3_small
+
+    from edgefld.backends import torch_models
+
+    monkeypatch.setitem(torch_models.MODEL_BUILDERS, "mobilenet_v3_small",
+                        lambda task: mobilenet_v3_small(num_classes=task.num_classes, dropout=0.0))
+
+
+def _tensorflow_without_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefld.backends import tf_models
+
+    monkeypatch.setitem(tf_models.MODEL_BUILDERS, "mobilenet_v3_small",
+                        functools.partial(tf_models.MODEL_BUILDERS["mobilenet_v3_small"], dropout=0.0))
+
+
+# Backend name -> how to make its model builders build MobileNetV3 with dropout 0.
+WITHOUT_DROPOUT: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "torch": _torch_without_dropout,
+    "tensorflow": _tensorflow_without_dropout,
+}
+
+
+@pytest.fixture(scope="module")
+def backends():
+    """name -> backend (built without dropout), created on first use; skips a backend not installed."""
+    created: dict[str, Backend] = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+
+        def get(name: str) -> Backend:
+            if name not in created:
+                if name not in installed_backends():
+                    pytest.skip(f"backend {name} is not installed")
+                try:
+                    backend = load_backend(name)
+                except (BackendUnavailable, ImportError) as exc:
+                    pytest.skip(f"backend {name} is not usable here: {exc}")
+                WITHOUT_DROPOUT[name](monkeypatch)
+                created[name] = backend
+            return created[name]
+
+        yield get
+
+
+@pytest.fixture(params=BACKENDS)
+def pair(request, backends) -> tuple[Backend, Backend]:
+    return backends(REFERENCE), backends(request.param)
+
+
+def task_batch(task: Task, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, int(task.pixel_max) + 1, size=(count, *task.input_shape), dtype=np.uint8)
+    return images, rng.integers(0, task.num_classes, size=count)
+
+
+# Per model: what brings its logits from initialisation up to a few units (printed by pytest -s).
+LAST_LAYER_SCALE = {"digits_mlp": 10.0, "lenet5": 20.0, "mobilenet_v3_small": 50.0}
+
+
+def lively_weights(task: Task, reference: Backend, seed: int = 0) -> Weights:
+    """The reference's initial weights, made to give logits of order 1, next to which a
+    difference means something: BatchNorm's parameters and running statistics drawn at random
+    (with their initial values, gamma 1, beta 0, mean 0, variance 1, an eval-mode MobileNetV3
+    scales its activations down layer by layer to logits of about 1e-10), and the last layer's
+    weights (always the last but one array) scaled up from their small initial values."""
+    rng = np.random.default_rng(seed)
+    weights = reference.initial_weights(task, seed=seed)
+    names = [spec.name for spec in task_layout(task)]
+    draws = {
+        "weight": lambda shape: rng.uniform(0.5, 1.5, shape),
+        "bias": lambda shape: rng.normal(0.0, 0.1, shape),
+        "running_mean": lambda shape: rng.normal(0.0, 0.1, shape),
+        "running_var": lambda shape: rng.uniform(0.05, 0.5, shape),
+    }
+    for name in names:
+        if name.endswith(".running_mean"):
+            prefix = name.removesuffix(".running_mean")
+            for suffix, draw in draws.items():
+                index = names.index(f"{prefix}.{suffix}")
+                weights[index] = draw(weights[index].shape).astype(np.float32)
+    weights[-2] = weights[-2] * np.float32(LAST_LAYER_SCALE[task.model])
+    return weights
+
+
+def largest_difference(task: Task, first: Weights, second: Weights) -> tuple[float, str]:
+    """The largest absolute difference between two weight lists, and the weight it is in."""
+    return max(
+        (float(np.abs(a - b).max()), spec.name) for a, b, spec in zip(first, second, task_layout(task))
+    )
+
+
+@pytest.mark.parametrize("task_name", TASK_NAMES)
+def test_same_weights_same_logits(pair, task_name):
+    reference, other = pair
+    task = get_task(task_name)
+    weights = lively_weights(task, reference, seed=1)
+    images, _ = task_batch(task, 16)
+    expected = reference.predict(task, weights, images)
+    got = other.predict(task, weights, images)
+    difference = float(np.abs(expected - got).max())
+    scale = float(np.abs(expected).max())
+    print(f"\n{other.name} vs {reference.name}, {task_name}: logits up to {scale:.3g}, "
+          f"max abs difference {difference:.3g} (relative {difference / scale:.2g})")
+    assert got.shape == expected.shape == (16, task.num_classes) and got.dtype == np.float32
+    assert 1.0 < scale < 10.0  # lively_weights did its job
+    assert difference <= LOGITS_RELATIVE_TOLERANCE * scale
+    # What evaluate() reports follows from the logits.
+    labels = np.arange(16) % task.num_classes
+    first, second = reference.evaluate(task, weights, images, labels), other.evaluate(task, weights, images, labels)
+    assert second.loss == pytest.approx(first.loss, abs=LOSS_TOLERANCE)
+    assert second.accuracy == first.accuracy and second.num_examples == first.num_examples == 16
+
+
+@pytest.mark.parametrize("task_name", TASK_NAMES)
+def test_one_step_gives_the_same_weights(pair, task_name):
+    reference, other = pair
+    task = get_task(task_name)
+    start = reference.initial_weights(task, seed=2)
+    images, labels = task_batch(task, 8, seed=2)
+    # The whole set as one batch: one step, whatever order it is shuffled in.
+    expected = reference.train(task, start, images, labels, epochs=1, batch_size=8, seed=3)
+    got = other.train(task, start, images, labels, epochs=1, batch_size=8, seed=3)
+    difference, where = largest_difference(task, expected.weights, got.weights)
+    moved, _ = largest_difference(task, expected.weights, start)
+    print(f"\n{other.name} vs {reference.name}, {task_name}, 1 step: weights moved up to {moved:.3g}, "
+          f"max abs difference {difference:.3g} ({where}); loss {expected.loss:.6f} vs {got.loss:.6f}")
+    assert moved > 100 * ONE_STEP_TOLERANCE  # the step did something worth comparing
+    assert difference <= ONE_STEP_TOLERANCE
+    assert got.loss == pytest.approx(expected.loss, abs=LOSS_TOLERANCE)
+
+
+@pytest.mark.parametrize("task_name", TASK_NAMES)
+def test_two_epochs_of_three_batches_give_the_same_weights(pair, task_name):
+    reference, other = pair
+    task = get_task(task_name)
+    start = reference.initial_weights(task, seed=4)
+    images, labels = task_batch(task, 24, seed=4)
+    # Batches of 8 in the order base.shuffle_orders draws from seed 5, a new order each epoch.
+    expected = reference.train(task, start, images, labels, epochs=2, batch_size=8, seed=5)
+    got = other.train(task, start, images, labels, epochs=2, batch_size=8, seed=5)
+    difference, where = largest_difference(task, expected.weights, got.weights)
+    moved, _ = largest_difference(task, expected.weights, start)
+    print(f"\n{other.name} vs {reference.name}, {task_name}, 6 steps: weights moved up to {moved:.3g}, "
+          f"max abs difference {difference:.3g} ({where}); loss {expected.loss:.6f} vs {got.loss:.6f}")
+    assert moved > 100 * MULTI_STEP_TOLERANCE
+    assert difference <= MULTI_STEP_TOLERANCE
+    assert got.loss == pytest.approx(expected.loss, abs=LOSS_TOLERANCE)
+    # A different seed is a different order: the agreement above is not an accident of the data.
+    reordered = other.train(task, start, images, labels, epochs=2, batch_size=8, seed=6)
+    assert largest_difference(task, expected.weights, reordered.weights)[0] > 100 * MULTI_STEP_TOLERANCE
