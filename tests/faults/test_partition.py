@@ -79,7 +79,8 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         assert all(c.alive() for c in clients)
         assert [server.process.pid] + [c.process.pid for c in clients] == pids
         round2 = records[1]
-        fault_row.happened = (f"round 2: {round2['clients_ok']} ok, {round2['clients_failed']} failed; client 1 {how} "
-                              f"(no manual restart) and trained round 3 (2 ok); run done {trained_s:.0f} s after link up")
+        fault_row.happened = (f"round 2: {round2['clients_ok']} ok, {round2['clients_failed']} failed (node unavailable); "
+                              f"client 1 {how} (no manual restart) and trained round 3 (2 ok); run done "
+                              f"{trained_s:.0f} s after link up")
         fault_row.rounds_lost = "0"
         fault_row.recover_s = f"{rejoin_s:.1f} (link up -> rejoined; bound {REJOIN_BOUND_S:.0f})"
