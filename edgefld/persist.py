@@ -222,7 +222,8 @@ def reconcile_metrics(path: str | os.PathLike[str], last_round: int,
         kept.append(line)
     parts = []
     if torn:
-        parts.append(f"line {', '.join(map(str, torn))} not a JSON record (a torn write?)")
+        parts.append(f"line {torn[0]} not a JSON record (a torn write?)" if len(torn) == 1
+                     else f"lines {', '.join(map(str, torn))} not JSON records (torn writes? bad storage?)")
     if later:
         parts.append(f"round {', '.join(map(str, later))} after the last usable checkpoint (round {last_round}), "
                      "to run again")

@@ -558,3 +558,12 @@ def test_reconcile_that_cannot_set_lines_aside_raises_state_write_error_and_chan
         reconcile_metrics(log, 1)
     assert str(info.value).startswith(f"cannot write {tmp_path / 'metrics.jsonl.rejected'}: ")
     assert log.read_bytes() == before
+
+
+def test_reconcile_names_every_bad_line_in_its_one_line(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_bytes(b'{"round": 1}\n\xff\xfe garbage\n[1, 2]\n{"round": 2}\n')
+    note = reconcile_metrics(log, 2)
+    assert note == (f"{log}: lines 2, 3 not JSON records (torn writes? bad storage?); "
+                    "set aside in metrics.jsonl.rejected")
+    assert read_jsonl(log) == ([{"round": 1}, {"round": 2}], [])
