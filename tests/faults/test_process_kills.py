@@ -39,7 +39,8 @@ def test_server_sigkilled_mid_round(federation, fault_row):
     killed_at = time.monotonic()
     say(f"server killed (pids {pids}) while the boards trained round 2; "
         f"last checkpoint: round {before.round}, sha256 {before.meta['sha256'][:12]}")
-    assert not any(alive(pid) for pid in pids)
+    # All of them are gone (the SuperLink too: no stale server keeps the port), not just signalled.
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 20) is not None, [p for p in pids if alive(p)]
 
     restarted = fed.start_server("server-second")
     restarted_at = time.monotonic()
