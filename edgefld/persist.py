@@ -143,8 +143,13 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # A crash mid-append leaves a torn last line without its newline: start a fresh line,
+            # or this record would be glued to the torn bytes and be unreadable too.
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
@@ -172,6 +177,73 @@ def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list
         except (ValueError, RecursionError):
             problems.append(f"{path}:{number}: not a JSON record, ignored")
     return records, problems
+
+
+def reconcile_metrics(path: str | os.PathLike[str], last_round: int,
+                      restored: dict[str, Any] | None = None) -> str | None:
+    """Make the metrics log agree with the checkpoint a run resumes from; one line saying what changed.
+
+    Unreadable lines (a torn write) and records of rounds after ``last_round`` (a timeline
+    abandoned because its checkpoints were unusable: those rounds run again) would read as
+    garbage or as rounds done twice. They move to ``<name>.rejected`` (nothing is thrown
+    away) and the log is rewritten atomically. ``restored``, the checkpoint's own record of
+    ``last_round``, is put back if its line is missing (a crash between the two writes).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    except OSError as exc:
+        raise StateWriteError(f"cannot read {path}: {exc.strerror or exc}") from None
+    kept: list[str] = []
+    rejected: list[str] = []
+    torn: list[int] = []
+    later: list[int] = []
+    rounds: set[int] = set()
+    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError):
+            rejected.append(line)
+            torn.append(number)
+            continue
+        round_ = record.get("round")
+        if isinstance(round_, int) and round_ > last_round:
+            rejected.append(line)
+            later.append(round_)
+            continue
+        if isinstance(round_, int):
+            rounds.add(round_)
+        kept.append(line)
+    parts = []
+    if torn:
+        parts.append(f"line {torn[0]} not a JSON record (a torn write?)" if len(torn) == 1
+                     else f"lines {', '.join(map(str, torn))} not JSON records (torn writes? bad storage?)")
+    if later:
+        parts.append(f"round {', '.join(map(str, later))} after the last usable checkpoint (round {last_round}), "
+                     "to run again")
+    if rejected:
+        aside = path.with_name(path.name + ".rejected")
+        try:
+            with open(aside, "a", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in rejected))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StateWriteError(f"cannot write {aside}: {exc.strerror or exc}") from None
+        parts[-1] += f"; set aside in {aside.name}"
+    if restored is not None and last_round > 0 and last_round not in rounds:
+        kept.append(json.dumps(restored, sort_keys=True))
+        parts.append(f"round {last_round} restored from its checkpoint")
+    if not parts:
+        return None
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    return f"{path}: " + "; ".join(parts)
 
 
 def iter_rounds(records: list[dict[str, Any]]) -> Iterator[int]:

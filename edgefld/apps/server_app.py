@@ -9,7 +9,7 @@ round instead of starting again. Without one (simulation) nothing is written.
 from __future__ import annotations
 
 import time
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,11 @@ class RunStateError(Exception):
     """The state directory holds another run's state (a different task or partitioning)."""
 
 
+# The line the daemon looks for in a failed run's log: the state directory cannot be written
+# (disk full, read-only), which no resubmission fixes.
+STATE_WRITE_FAILED = "edgefl: state write failed: "
+
+
 def run_identity(run: dict[str, Any]) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
     return {"task": str(run["task"]), "num-partitions": int(run["num-partitions"]),
@@ -39,7 +44,7 @@ def run_identity(run: dict[str, Any]) -> dict[str, Any]:
 
 def resume_point(state_dir: Path, run: dict[str, Any]) -> tuple[int, list | None]:
     """(last completed round, its weights) from the newest good checkpoint, reconciling metrics.jsonl."""
-    from edgefld.persist import append_jsonl, iter_rounds, load_latest_checkpoint, read_jsonl
+    from edgefld.persist import load_latest_checkpoint, reconcile_metrics
 
     checkpoint, problems = load_latest_checkpoint(state_dir / CHECKPOINT_DIR)
     for problem in problems:
@@ -53,13 +58,12 @@ def resume_point(state_dir: Path, run: dict[str, Any]) -> tuple[int, list | None
             f"{state_dir} holds a checkpoint of another run ({stored}), not of {identity}: "
             "use another state_dir or remove that one"
         )
-    # The checkpoint is written before the metrics line: a crash between the two leaves
-    # the line missing, and it is restored from the checkpoint, so no round is lost.
-    records, bad_lines = read_jsonl(state_dir / METRICS_FILE)
-    for problem in bad_lines:
-        log(WARNING, "edgefl: %s", problem)
-    if checkpoint.round not in set(iter_rounds(records)) and checkpoint.meta.get("record"):
-        append_jsonl(state_dir / METRICS_FILE, checkpoint.meta["record"])
+    # The checkpoint is written before the metrics line: a crash between the two leaves the line
+    # missing, and it is restored from the checkpoint, so no round is lost. Lines after the
+    # checkpoint (its successors were unusable) and torn lines are set aside: no round twice.
+    note = reconcile_metrics(state_dir / METRICS_FILE, checkpoint.round, checkpoint.meta.get("record"))
+    if note:
+        log(WARNING, "edgefl: %s", note)
     return checkpoint.round, checkpoint.weights
 
 
@@ -82,6 +86,17 @@ def _fast_polling(grid: Grid, interval: float) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    from edgefld.errors import StateWriteError
+
+    try:
+        _main(grid, context)
+    except StateWriteError as exc:
+        # One line, no traceback: the run ends here and the daemon reports this line.
+        log(ERROR, "%s%s", STATE_WRITE_FAILED, exc)
+
+
+def _main(grid: Grid, context: Context) -> None:
+    from edgefld.persist import weights_digest
     from edgefld.tasks import get_task
 
     run = {**settings.RUN_CONFIG_DEFAULTS, **context.run_config}
@@ -109,6 +124,9 @@ def main(grid: Grid, context: Context) -> None:
             save_checkpoint(state_dir / CHECKPOINT_DIR, 0, weights,
                             {"identity": run_identity(run), "record": None})
     log(INFO, "edgefl: task %s, rounds %d..%d of %d", task.name, done + 1, total_rounds, total_rounds)
+    # Each round's record names the global model it started from and the one it produced, so the
+    # metrics log shows an unbroken chain across restarts and matches the checkpoints' digests.
+    model_digest = [weights_digest(weights)]
 
     test_set = None
     if eval_backend is not None and data_dir:
@@ -136,7 +154,9 @@ def main(grid: Grid, context: Context) -> None:
             return None  # the starting model: evaluated when it was checkpointed
         true_round = server_round + done
         stats = strategy.stats.get(true_round)
-        record: dict[str, Any] = {"round": true_round, "task": task.name, "time": time.time()}
+        produced = weights_from(arrays)
+        record: dict[str, Any] = {"round": true_round, "task": task.name, "time": time.time(),
+                                  "start_model_sha256": model_digest[0], "model_sha256": weights_digest(produced)}
         if stats is not None:
             record.update({
                 "clients_ok": stats.train_ok, "clients_failed": len([f for f in stats.failures if f["phase"] == "train"]),
@@ -153,16 +173,17 @@ def main(grid: Grid, context: Context) -> None:
             })
         metrics: dict[str, float] = {}
         if test_set is not None and eval_backend is not None:
-            result = eval_backend.evaluate(task, weights_from(arrays), *test_set)
+            result = eval_backend.evaluate(task, produced, *test_set)
             record.update({"eval_loss": result.loss, "eval_accuracy": result.accuracy,
                            "eval_samples": result.num_examples})
             metrics = {"eval_loss": result.loss, "eval_accuracy": result.accuracy}
         if state_dir:
             from edgefld.persist import append_jsonl, save_checkpoint
 
-            save_checkpoint(state_dir / CHECKPOINT_DIR, true_round, weights_from(arrays),
+            save_checkpoint(state_dir / CHECKPOINT_DIR, true_round, produced,
                             {"identity": run_identity(run), "record": record})
             append_jsonl(state_dir / METRICS_FILE, record)
+        model_digest[0] = record["model_sha256"]
         log(INFO, "edgefl: round %d/%d done: %s clients ok, %s failed, eval accuracy %s",
             true_round, total_rounds, record.get("clients_ok"), record.get("clients_failed"),
             f"{record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "n/a")

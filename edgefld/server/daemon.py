@@ -21,13 +21,13 @@ from typing import Any
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.apps.server_app import CHECKPOINT_DIR, METRICS_FILE, run_identity
+from edgefld.apps.server_app import CHECKPOINT_DIR, METRICS_FILE, STATE_WRITE_FAILED, run_identity
 from edgefld.backends.catalog import installed_backends
 from edgefld.config import Config
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
-from edgefld.persist import load_latest_checkpoint, read_jsonl
+from edgefld.persist import load_latest_checkpoint, read_jsonl, reconcile_metrics
 from edgefld.pki import NodeKey, enrolled_keys, fingerprint_of_pem
 from edgefld.server.fab import build_fab
 from edgefld.server.fleet_proxy import FleetProxy
@@ -66,20 +66,35 @@ class ServerDaemon:
         self._enrolled_listing: object = None  # what the directory looked like at the last sync
         self.run_id: int | None = None
         self.rounds_seen: set[int] = set()
+        self._reported: set[str] = set()  # problems with stored state, each logged once
 
     # --- what is already done ------------------------------------------------------------
     def completed_rounds(self) -> int:
+        checkpoint = self._latest_checkpoint()
+        return 0 if checkpoint is None else checkpoint.round
+
+    def _latest_checkpoint(self) -> Any:
         checkpoint, problems = load_latest_checkpoint(self.state_dir / CHECKPOINT_DIR)
         for problem in problems:
-            log.warning("%s; using the one before", problem)
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.warning("%s; using the one before", problem)
         if checkpoint is None:
-            return 0
+            return None
         identity = run_identity(self.run_config())
         if checkpoint.meta.get("identity") != identity:
             raise EdgeflError(
                 f"{self.state_dir} holds the state of another run ({checkpoint.meta.get('identity')}); "
                 f"this config asks for {identity}: set another [server] state_dir or remove that one")
-        return checkpoint.round
+        return checkpoint
+
+    def _reconcile_metrics(self) -> None:
+        """Torn lines and rounds after the checkpoint resumed from leave metrics.jsonl, in one line."""
+        checkpoint = self._latest_checkpoint()
+        note = reconcile_metrics(self.state_dir / METRICS_FILE, 0 if checkpoint is None else checkpoint.round,
+                                 None if checkpoint is None else checkpoint.meta.get("record"))
+        if note:
+            log.warning("%s", note)
 
     def run_config(self) -> dict[str, Any]:
         s = self.server
@@ -102,6 +117,7 @@ class ServerDaemon:
         self._check_task_data()
         run_config = dict(self.run_config(), **{"eval-backend": eval_backend_for_server()})
         done = self.completed_rounds()
+        self._reconcile_metrics()
         self._log_existing_rounds()
         if done >= self.server.rounds:
             message = f"complete: {done}/{self.server.rounds} rounds (raise [server] rounds to train on)"
@@ -230,6 +246,7 @@ class ServerDaemon:
             if info.status == "finished:completed" and self.completed_rounds() >= self.server.rounds:
                 break
             detail = info.details or info.status
+            self._raise_if_state_unwritable(control, self.run_id)
             made_progress = self.completed_rounds() > progress_before
             failures_without_progress = 0 if made_progress else failures_without_progress + 1
             log.warning("run %d ended %s (%s); %s", self.run_id, info.status, detail,
@@ -247,6 +264,18 @@ class ServerDaemon:
         log.info("run complete: %s", final)
         self.notifier.set_status(f"complete: {final}")
         return 0
+
+    def _raise_if_state_unwritable(self, control: Any, run_id: int) -> None:
+        """A full or read-only state directory ends the run; resubmitting would only train in vain."""
+        from edgefld.server.control import ControlError
+
+        try:
+            text = control.logs(run_id)
+        except ControlError:
+            return
+        for line in text.splitlines():
+            if STATE_WRITE_FAILED in line:
+                raise StateWriteError(line.split(STATE_WRITE_FAILED, 1)[1].strip())
 
     def _follow(self, control: Any, run_id: int) -> Any:
         from edgefld.server.control import ControlError

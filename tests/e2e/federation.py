@@ -91,11 +91,12 @@ class Federation:
     def metrics_path(self) -> Path:
         return self.root / "server" / "metrics.jsonl"
 
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Daemon:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               prefix: list[str] | None = None) -> Daemon:
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "edgefld.cli.main", *argv, "--config", str(self.config_path)],
+                [*(prefix or []), sys.executable, "-m", "edgefld.cli.main", *argv, "--config", str(self.config_path)],
                 cwd=self.root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
             )
@@ -106,10 +107,12 @@ class Federation:
     def start_server(self, name: str = "server") -> Daemon:
         return self._start(name, ["server"])
 
-    def start_client(self, cid: int, *extra: str, env: dict[str, str] | None = None) -> Daemon:
+    def start_client(self, cid: int, *extra: str, env: dict[str, str] | None = None,
+                     prefix: list[str] | None = None) -> Daemon:
+        """``prefix``: what the command runs under (``ip netns exec NS``: a board on its own link)."""
         # No --runtime-port: the default (0) picks a free local port, as several units on one host rely on.
         return self._start(f"client-{cid}", ["client", "--cid", str(cid), "--state-dir", f"client-{cid}", *extra],
-                           env)
+                           env, prefix)
 
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():

@@ -11,7 +11,6 @@ and the SuperLink may speak its own loopback TLS behind it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,8 @@ import textwrap
 import pytest
 
 from tests.e2e.federation import descendants
+from tests.e2e.netns import board_namespace as board_namespace_link
+from tests.e2e.netns import can_make_namespaces
 
 pytestmark = [pytest.mark.e2e]
 
@@ -27,23 +28,10 @@ HOST_IP, BOARD_IP = "10.213.77.1", "10.213.77.2"
 
 @pytest.fixture
 def board_namespace():
-    if os.geteuid() != 0 or shutil.which("ip") is None:
+    if not can_make_namespaces():
         pytest.skip("needs root and iproute2 to create a network namespace")
-    name, host_if = f"edgefl-t{os.getpid()}", f"vef{os.getpid() % 100000}"
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-    run("ip", "netns", "add", name)
-    try:
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "board0")
-        run("ip", "link", "set", "board0", "netns", name)
-        run("ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "netns", "exec", name, "ip", "addr", "add", f"{BOARD_IP}/30", "dev", "board0")
-        run("ip", "netns", "exec", name, "ip", "link", "set", "board0", "up")
-        run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    with board_namespace_link(f"edgefl-t{os.getpid()}", HOST_IP, BOARD_IP) as link:
+        yield link.namespace
 
 
 PROBE = textwrap.dedent("""

@@ -23,6 +23,7 @@ from edgefld.persist import (
     load_latest_checkpoint,
     read_checkpoint,
     read_jsonl,
+    reconcile_metrics,
     save_checkpoint,
     weights_digest,
 )
@@ -408,10 +409,7 @@ def test_jsonl_torn_last_line_is_ignored_and_reported(tmp_path):
     records, problems = read_jsonl(log)
     assert records == [{"round": 1}, {"round": 2}]
     assert problems == [f"{log}:3: not a JSON record, ignored"]
-    # The next append after the crash starts a new line's worth of bytes right after the torn one;
-    # the torn bytes spoil only their own line if a newline ends them.
-    with open(log, "ab") as handle:
-        handle.write(b"\n")
+    # The next append after the crash starts a fresh line: the torn bytes spoil only their own.
     append_jsonl(log, {"round": 3})
     records, problems = read_jsonl(log)
     assert records == [{"round": 1}, {"round": 2}, {"round": 3}]
@@ -509,3 +507,63 @@ def test_resaving_an_existing_round_keeps_the_earlier_ones(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["round-000001.npz", "round-000002.npz",
                                                           "round-000003.npz"]
     _assert_bit_exact(read_checkpoint(tmp_path / "round-000003.npz").weights, _weights(33))
+
+
+# --- reconcile_metrics -----------------------------------------------------------------------
+
+
+def test_reconcile_sets_torn_lines_and_later_rounds_aside_in_one_line(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    for round_ in (1, 2, 3):
+        append_jsonl(log, {"round": round_})
+    with open(log, "ab") as handle:
+        handle.write(b'{"round": 4, "lo')  # the power went out mid-write
+    note = reconcile_metrics(log, 2)  # round 3's checkpoint was unusable: the run resumes after 2
+    assert note == (f"{log}: line 4 not a JSON record (a torn write?); round 3 after the last usable checkpoint "
+                    "(round 2), to run again; set aside in metrics.jsonl.rejected")
+    assert read_jsonl(log) == ([{"round": 1}, {"round": 2}], [])
+    assert (tmp_path / "metrics.jsonl.rejected").read_text() == '{"round": 3}\n{"round": 4, "lo\n'
+    assert _leftovers(tmp_path) == []
+    assert reconcile_metrics(log, 2) is None  # nothing left to fix: the file is not rewritten
+    append_jsonl(log, {"round": 3})
+    assert read_jsonl(log) == ([{"round": 1}, {"round": 2}, {"round": 3}], [])
+
+
+def test_reconcile_restores_the_round_whose_line_a_crash_lost(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    append_jsonl(log, {"round": 1})
+    note = reconcile_metrics(log, 2, {"round": 2, "eval_loss": 0.5})
+    assert note == f"{log}: round 2 restored from its checkpoint"
+    assert read_jsonl(log) == ([{"round": 1}, {"eval_loss": 0.5, "round": 2}], [])
+    assert not (tmp_path / "metrics.jsonl.rejected").exists()
+
+
+def test_reconcile_of_a_good_or_missing_log_changes_nothing(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    assert reconcile_metrics(log, 0) is None
+    assert not log.exists()
+    append_jsonl(log, {"round": 1})
+    before = log.stat().st_mtime_ns, log.read_bytes()
+    assert reconcile_metrics(log, 1, {"round": 1}) is None
+    assert (log.stat().st_mtime_ns, log.read_bytes()) == before
+
+
+def test_reconcile_that_cannot_set_lines_aside_raises_state_write_error_and_changes_nothing(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    append_jsonl(log, {"round": 1})
+    append_jsonl(log, {"round": 2})
+    (tmp_path / "metrics.jsonl.rejected").mkdir()  # in the way, as a full or read-only disk would be
+    before = log.read_bytes()
+    with pytest.raises(StateWriteError) as info:
+        reconcile_metrics(log, 1)
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'metrics.jsonl.rejected'}: ")
+    assert log.read_bytes() == before
+
+
+def test_reconcile_names_every_bad_line_in_its_one_line(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_bytes(b'{"round": 1}\n\xff\xfe garbage\n[1, 2]\n{"round": 2}\n')
+    note = reconcile_metrics(log, 2)
+    assert note == (f"{log}: lines 2, 3 not JSON records (torn writes? bad storage?); "
+                    "set aside in metrics.jsonl.rejected")
+    assert read_jsonl(log) == ([{"round": 1}, {"round": 2}], [])

@@ -1,0 +1,77 @@
+"""What the fault scenarios share: killing a daemon's whole tree, reading back what the server stored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefld.persist import Checkpoint, load_latest_checkpoint, read_checkpoint
+from tests.e2e.federation import Daemon, Federation, descendants
+
+
+def kill_tree(daemon: Daemon) -> list[int]:
+    """SIGKILL a daemon and everything under it at once, as the kernel (OOM) or systemd's cgroup kill would."""
+    pids = [daemon.process.pid, *descendants(daemon.process.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.process.wait(10)
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def children_running(daemon: Daemon, marker: bytes) -> list[int]:
+    found = []
+    for pid in descendants(daemon.process.pid):
+        try:
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def rounds(fed: Federation) -> list[int]:
+    return [record["round"] for record in fed.metrics()]
+
+
+def checkpoints_dir(fed: Federation) -> Path:
+    return fed.root / "server" / "checkpoints"
+
+
+def latest_checkpoint(fed: Federation) -> Checkpoint:
+    checkpoint, problems = load_latest_checkpoint(checkpoints_dir(fed))
+    assert checkpoint is not None and not problems, problems
+    return checkpoint
+
+
+def checkpoint_of(fed: Federation, round_: int) -> Checkpoint:
+    return read_checkpoint(checkpoints_dir(fed) / f"round-{round_:06d}.npz")
+
+
+def assert_model_chain(records: list[dict[str, Any]]) -> None:
+    """Every round started from the model the round before it produced: nothing lost or redone twice."""
+    for before, after in zip(records, records[1:]):
+        assert after["start_model_sha256"] == before["model_sha256"], (before["round"], after["round"])
+
+
+def wait_until(predicate, timeout: float, step: float = 0.2) -> float | None:
+    """Seconds until ``predicate()`` held, or None after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(step)
+    return None
