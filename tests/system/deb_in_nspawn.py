@@ -8,11 +8,15 @@ A debootstrapped Debian 12 (cached, see nspawn.py) is booted on an overlay, with
 --private-network (server and clients talk over the container's own loopback) and
 the .debs bound read-only at /mnt/dist. Then, each step printing what it did and saw:
 
-  install      apt-get install of edgefl + edgefl-backend-torch (offline: no network inside)
+  litert only  apt-get install of edgefl + edgefl-backend-litert (offline: no network inside):
+               the 512 MB Pi variant. No torch, no TensorFlow; `edgefl detect` picks LiteRT, and
+               LiteRT trains the mnist CNN under the client unit's sandbox
+  install      apt-get install of edgefl-backend-torch beside it
   verify       systemd-analyze verify / security of the installed units
   sandbox      a PyTorch conv net trains under each unit's sandbox (denied syscalls fatal)
   bad config   an invalid /etc/edgefl.toml: exit 78 at once, no restart, the one-line error
-  federation   enable --now edgefl-server edgefl-client@0 edgefl-client@1; rounds complete
+  federation   enable --now edgefl-server edgefl-client@0 edgefl-client@1, client@1 trains with
+               LiteRT (a drop-in adds --backend litert), client@0 with torch: rounds complete
   kill -9      a client's main process: systemd restarts it, it rejoins, rounds have 2 clients
   server stop  stopped mid-run and started: the run resumes, no round repeated or lost
   watchdog     a short WatchdogSec drop-in + SIGSTOP: systemd kills and restarts the client
@@ -44,6 +48,9 @@ import nspawn  # noqa: E402
 from nspawn import Container, HarnessError, log  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+# What the system test installs: the runtime, then LiteRT alone, then torch beside it.
+PACKAGES = ("edgefl", "edgefl-backend-litert", "edgefl-backend-torch")
+LITERT_ONLY = PACKAGES[:2]
 SERVER = "edgefl-server.service"
 CLIENTS = ("edgefl-client@0.service", "edgefl-client@1.service")
 UNITS = (SERVER, *CLIENTS)
@@ -73,6 +80,36 @@ for _ in range(3):
 print(f"torch ok: {torch.__version__}, uid {os.getuid()}, {torch.get_num_threads()} threads, "
       f"conv net loss {loss.item():.3f}")
 """
+# The LiteRT backend as the daemon loads it: one epoch of the mnist CNN, the heaviest model a
+# LiteRT-only board trains, through the shipped .tflite training model. Neither torch nor
+# TensorFlow may be importable, let alone imported.
+LITERT_CHECK = """\
+import importlib.util, os, sys, time
+import numpy as np
+from edgefld.backends.base import load_backend
+from edgefld.tasks import get_task
+task = get_task("mnist")
+backend = load_backend("litert", "cpu", 1)
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(256, 28, 28, 1), dtype=np.uint8)
+labels = rng.integers(0, 10, size=256)
+weights = backend.initial_weights(task)
+started = time.monotonic()
+result = backend.train(task, weights, images, labels, epochs=1, batch_size=32)
+evaluation = backend.evaluate(task, result.weights, images, labels)
+heavy = [name for name in ("torch", "tensorflow") if name in sys.modules or importlib.util.find_spec(name)]
+assert not heavy, f"importable or imported: {heavy}"
+print(f"litert ok: uid {os.getuid()}, mnist 256 samples in {time.monotonic() - started:.1f} s, "
+      f"loss {result.loss:.3f}, accuracy {evaluation.accuracy:.3f}, torch and tensorflow absent")
+"""
+# client@1 trains with LiteRT while torch is installed too: a mixed federation.
+LITERT_DROPIN = """\
+[Service]
+ExecStart=
+ExecStart=/usr/bin/edgefl client --cid %i --state-dir /var/lib/edgefl/client-%i --backend litert
+"""
+LITERT_DROPIN_PATH = "/etc/systemd/system/edgefl-client@1.service.d/backend.conf"
+
 # Settings of the daemons' lifecycle, left out when a unit's sandbox is reused for a check.
 LIFECYCLE = {"Type", "NotifyAccess", "ExecStart", "TimeoutStartSec", "TimeoutStopSec", "WatchdogSec",
              "Restart", "RestartSec", "RestartPreventExitStatus", "OOMPolicy", "SystemCallErrorNumber"}
@@ -270,8 +307,8 @@ class SystemTest:
         links = self.sh("ls /sys/class/net").split()
         check(links == ["lo"], f"the container's only network interface is loopback (--private-network): {links}")
 
-    def install(self) -> None:
-        names = " ".join(f"/mnt/dist/{d.name}" for d in self.debs)
+    def apt_install(self, packages: tuple[str, ...]) -> None:
+        names = " ".join(f"/mnt/dist/{d.name}" for d in self.debs if deb_field(d, "Package") in packages)
         # Not --no-download: apt 2.6 then fails on local files ("Pathname to install is not
         # absolute"). The container has no network (loopback only): this install is offline.
         log(f"  apt-get install -y {names}")
@@ -279,10 +316,27 @@ class SystemTest:
         out = self.sh(f"apt-get install -y {APT_OPTS} {names}", timeout=600)
         log(f"  installed in {time.monotonic() - started:.0f} s; apt said: "
             + " / ".join(line for line in out.splitlines() if re.match(r"(Setting up|Unpacking|\d+ upgraded)", line)))
-        versions = self.sh("dpkg-query -W -f='${Package} ${Version} ${Status}\\n' edgefl edgefl-backend-torch")
+        versions = self.sh("dpkg-query -W -f='${Package} ${Version} ${Status}\\n' " + " ".join(PACKAGES),
+                           check=False)
         for line in versions.strip().splitlines():
             log(f"  {line}")
-        check(versions.count("install ok installed") == 2, "both packages are installed")
+        check(versions.count("install ok installed") == len(packages), f"{', '.join(packages)} installed")
+
+    def litert_only(self) -> None:
+        self.apt_install(LITERT_ONLY)
+        python = "/opt/edgefl/venv/bin/python3"
+        for module in ("torch", "tensorflow"):
+            found = self.sh(f"{python} -c 'import importlib.util as u; print(u.find_spec(\"{module}\"))'").strip()
+            check(found == "None", f"{module} is not installed (find_spec: {found})")
+        detected = json.loads(self.sh("/usr/bin/edgefl detect --json"))
+        profile = detected["profile"]
+        check(profile.get("backend") == "litert",
+              f"edgefl detect on {detected['board'].get('model') or detected['board']['family']}: backend {profile.get('backend')}, "
+              f"task {profile.get('task', profile.get('tasks'))}")
+        self.sandboxed_check("edgefl-client.service", "litertcheck.py", LITERT_CHECK, "litert ok")
+
+    def install(self) -> None:
+        self.apt_install(PACKAGES)
         check(self.sh("/usr/bin/edgefl --version").strip() != "", "/usr/bin/edgefl runs: "
               + self.sh("/usr/bin/edgefl --version").strip())
         for unit in UNIT_FILES:
@@ -318,40 +372,44 @@ class SystemTest:
         """PyTorch under each unit's exact sandbox, with every denied system call fatal.
 
         The federation trains digits (an MLP); mnist's conv net goes through oneDNN's
-        generated code, OpenMP's affinity calls and more. A oneshot copy of each unit's
-        [Service] settings (the daemon's lifecycle settings dropped) runs one training step.
+        generated code, OpenMP's affinity calls and more.
         """
-        self.sh(f"mkdir -p /usr/local/lib/edgefl-test && cat > /usr/local/lib/edgefl-test/torchcheck.py <<'EOF'\n"
-                f"{TORCH_CHECK}EOF")
-        for unit, extra in (("edgefl-client.service", ""), (SERVER, ""),
-                            ("edgefl-client.service", "MemoryDenyWriteExecute=yes")):
-            text = self.sh(f"cat /lib/systemd/system/{unit}")
-            service = text.split("[Service]", 1)[1].split("[Install]", 1)[0]
-            kept = [line for line in service.splitlines()
-                    if line.strip() and not line.startswith("#") and line.split("=", 1)[0] not in LIFECYCLE]
-            check_unit = f"edgefl-sandbox-check-{unit.split('.')[0].split('-')[1]}.service"
-            body = ("[Service]\nType=oneshot\nExecStart=/opt/edgefl/venv/bin/python3 "
-                    "/usr/local/lib/edgefl-test/torchcheck.py\nSystemCallErrorNumber=kill\n"
-                    + "\n".join(kept) + "\n" + (extra + "\n" if extra else ""))
-            # SystemCallErrorNumber=kill must win over the unit's EPERM: it comes last.
-            body += "SystemCallErrorNumber=kill\n"
-            self.sh(f"cat > /run/systemd/system/{check_unit} <<'EOF'\n{body}EOF\nsystemctl daemon-reload")
-            cursor = self.cursor()
-            result = self.c.run(["systemctl", "start", check_unit], check=False, timeout=180 * self.slow)
-            said = [line.split(": ", 1)[-1] for line in self.journal(check_unit, cursor, lines=0)]
-            outcome = self.show(check_unit, "Result", "ExecMainStatus", "ExecMainCode")
-            summary = next((line for line in said if line.startswith("torch ok")), None) or \
-                (said[-3:] if said else outcome)
-            what = f"{unit}'s sandbox{' + ' + extra if extra else ''} (denied system calls fatal)"
-            if extra:
-                # Why the units do not set it: expected to fail; say so either way.
-                log(f"  note: {what}: {'conv net trains' if result.returncode == 0 else 'fails'}: "
-                    f"{[line for line in said if 'Error' in line or 'primitive' in line][-1:] or summary}")
-            else:
-                check(result.returncode == 0 and summary and str(summary).startswith("torch ok"),
-                      f"{what}: {summary}")
-            self.sh(f"rm -f /run/systemd/system/{check_unit}; systemctl daemon-reload; "
-                    f"systemctl reset-failed {check_unit} 2>/dev/null || true", check=False)
+        self.sandboxed_check("edgefl-client.service", "torchcheck.py", TORCH_CHECK, "torch ok")
+        self.sandboxed_check(SERVER, "torchcheck.py", TORCH_CHECK, "torch ok")
+        # Why the units do not set MemoryDenyWriteExecute: reported, not required.
+        self.sandboxed_check("edgefl-client.service", "torchcheck.py", TORCH_CHECK, "torch ok",
+                             extra="MemoryDenyWriteExecute=yes")
+
+    def sandboxed_check(self, unit: str, name: str, script: str, ok_prefix: str, extra: str = "") -> None:
+        """Run ``script`` as a oneshot copy of ``unit``'s [Service] settings (the daemon's
+        lifecycle settings dropped) with every denied system call fatal."""
+        self.sh(f"mkdir -p /usr/local/lib/edgefl-test && cat > /usr/local/lib/edgefl-test/{name} <<'EOF'\n"
+                f"{script}EOF")
+        text = self.sh(f"cat /lib/systemd/system/{unit}")
+        service = text.split("[Service]", 1)[1].split("[Install]", 1)[0]
+        kept = [line for line in service.splitlines()
+                if line.strip() and not line.startswith("#") and line.split("=", 1)[0] not in LIFECYCLE]
+        check_unit = f"edgefl-sandbox-check-{unit.split('.')[0].split('-')[1]}.service"
+        body = ("[Service]\nType=oneshot\nExecStart=/opt/edgefl/venv/bin/python3 "
+                f"/usr/local/lib/edgefl-test/{name}\n"
+                + "\n".join(kept) + "\n" + (extra + "\n" if extra else ""))
+        # SystemCallErrorNumber=kill must win over the unit's EPERM: it comes last.
+        body += "SystemCallErrorNumber=kill\n"
+        self.sh(f"cat > /run/systemd/system/{check_unit} <<'EOF'\n{body}EOF\nsystemctl daemon-reload")
+        cursor = self.cursor()
+        result = self.c.run(["systemctl", "start", check_unit], check=False, timeout=180 * self.slow)
+        said = [line.split(": ", 1)[-1] for line in self.journal(check_unit, cursor, lines=0)]
+        outcome = self.show(check_unit, "Result", "ExecMainStatus", "ExecMainCode")
+        summary = next((line for line in said if line.startswith(ok_prefix)), None) or \
+            (said[-3:] if said else outcome)
+        what = f"{name} in {unit}'s sandbox{' + ' + extra if extra else ''} (denied system calls fatal)"
+        if extra:
+            log(f"  note: {what}: {'passes' if result.returncode == 0 else 'fails'}: "
+                f"{[line for line in said if 'Error' in line or 'primitive' in line][-1:] or summary}")
+        else:
+            check(result.returncode == 0 and summary and str(summary).startswith(ok_prefix), f"{what}: {summary}")
+        self.sh(f"rm -f /run/systemd/system/{check_unit}; systemctl daemon-reload; "
+                f"systemctl reset-failed {check_unit} 2>/dev/null || true", check=False)
 
     def bad_config(self) -> None:
         self.sh(f"cat > /etc/edgefl.toml <<'EOF'\n{BAD_CONFIG}EOF")
@@ -383,6 +441,9 @@ class SystemTest:
     def federation(self) -> None:
         self.sh(f"cat > /etc/edgefl.toml <<'EOF'\n{CONFIG}EOF")
         log("  /etc/edgefl.toml: server on 127.0.0.1:9092, digits, 2 partitions, min_clients 2, local_epochs 1")
+        self.sh(f"mkdir -p {Path(LITERT_DROPIN_PATH).parent} && cat > {LITERT_DROPIN_PATH} <<'EOF'\n{LITERT_DROPIN}EOF\n"
+                "systemctl daemon-reload")
+        log(f"  {LITERT_DROPIN_PATH}: ExecStart= ... --backend litert (client@0 keeps auto: torch)")
         started = time.monotonic()
         self.sh("systemctl enable --now " + " ".join(UNITS), timeout=240)
         log(f"  systemctl enable --now {' '.join(UNITS)}: returned after {time.monotonic() - started:.1f} s "
@@ -394,7 +455,9 @@ class SystemTest:
             check(s["ActiveState"] == "active" and s["Type"] == "notify",
                   f"{unit}: active, Type={s['Type']}, NotifyAccess={s['NotifyAccess']}, "
                   f"WatchdogUSec={s['WatchdogUSec']}, User={s['User']}")
-        self.wait_round_with_two_clients(after=0, timeout=120)
+        record = self.wait_round_with_two_clients(after=0, timeout=120)
+        check(record.get("backends") == {"torch": 1, "litert": 1},
+              f"round {record['round']} trained on both backends: {record.get('backends')}")
         self.status_lines()
         for unit in UNITS:
             self.show_journal(unit, lines=4)
@@ -550,14 +613,14 @@ class SystemTest:
         self.check_metrics_contiguous()
 
     def purge(self) -> None:
-        cmd = "apt-get purge -y edgefl-backend-torch edgefl"
+        cmd = "apt-get purge -y " + " ".join(reversed(PACKAGES))
         log(f"  {cmd}")
         out = self.sh(cmd.replace(" -y ", f" -y {APT_OPTS} "), timeout=300)
         for line in out.splitlines():
             if re.search(r"Removing|Purging", line):
                 log(f"  apt: {line.strip()}")
-        check(self.sh("dpkg-query -W -f='${Status}' edgefl edgefl-backend-torch 2>/dev/null", check=False).count("installed") == 0,
-              "both packages are gone")
+        check(self.sh("dpkg-query -W -f='${Status}' " + " ".join(PACKAGES) + " 2>/dev/null",
+                      check=False).count("installed") == 0, "all three packages are gone")
         left = self.sh("find /lib/systemd/system /etc/systemd /run/systemd/system -name '*edgefl*' 2>/dev/null",
                        check=False).split()
         for path in left:
@@ -590,19 +653,19 @@ def newest(paths: list[Path]) -> Path:
 
 def find_debs(dist: Path, arch: str) -> list[Path]:
     found = []
-    for name in ("edgefl", "edgefl-backend-torch"):
+    for name in PACKAGES:
         paths = sorted(dist.glob(f"{name}_*_{arch}.deb"))
         if not paths:
             raise HarnessError(f"no {dist}/{name}_*_{arch}.deb: run `make deb` first")
         found.append(newest(paths))
     versions = {deb_field(p, "Version") for p in found}
     if len(versions) != 1:
-        raise HarnessError(f"edgefl and edgefl-backend-torch differ in version: {[p.name for p in found]}")
+        raise HarnessError(f"{', '.join(PACKAGES)} differ in version: {[p.name for p in found]}")
     return found
 
 
 def repack_newer(debs: list[Path], out: Path, suffix: str = "+systest1") -> tuple[list[Path], str]:
-    """A "newer build" of both packages: the same contents, Version + suffix, edgefl-backend-torch's
+    """A "newer build" of every package: the same contents, Version + suffix, the backends'
     Depends on edgefl (= new), and a changed shipped /etc/edgefl.toml (so the conffile question
     is real: both the admin and the package changed it)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -642,14 +705,14 @@ def repack_newer(debs: list[Path], out: Path, suffix: str = "+systest1") -> tupl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", default=str(REPO / "dist"), help="where edgefl_*.deb are (default: dist/)")
-    parser.add_argument("--debs", nargs=2, metavar=("EDGEFL_DEB", "TORCH_DEB"),
-                        help="the two packages to test (default: the newest pair in --dist)")
+    parser.add_argument("--debs", nargs=len(PACKAGES), metavar=tuple(p.upper() for p in PACKAGES),
+                        help=f"the packages to test, {', '.join(PACKAGES)} (default: the newest in --dist)")
     parser.add_argument("--arch", default="amd64")
     parser.add_argument("--logs", default=str(REPO / "build" / "system-test"),
                         help="where the container's journal and console go (default: build/system-test)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (overlay upper dir)")
     parser.add_argument("--skip", default="", help="comma-separated steps to skip while developing the test: "
-                        "verify,sandbox,bad-config,kill,server,watchdog,reboot,upgrade,purge")
+                        "litert,verify,sandbox,bad-config,kill,server,watchdog,reboot,upgrade,purge")
     args = parser.parse_args(argv)
 
     if os.geteuid() != 0:
@@ -664,8 +727,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.debs:
         debs = [Path(p).resolve() for p in args.debs]
         missing = [str(p) for p in debs if not p.is_file()]
-        if missing or debs[0].parent != debs[1].parent:
-            raise SystemExit(f"deb_in_nspawn: --debs must name two existing files in one directory {missing}")
+        if missing or len({p.parent for p in debs}) != 1:
+            raise SystemExit(f"deb_in_nspawn: --debs must name existing files in one directory {missing}")
         args.dist = str(debs[0].parent)
     else:
         debs = find_debs(Path(args.dist).resolve(), args.arch)
@@ -701,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         skip = set(filter(None, args.skip.split(",")))
         for key, name, func in (
             ("boot", "boot", test.boot_info),
-            ("install", "install (offline, from /mnt/dist)", test.install),
+            ("litert", "LiteRT only (offline, from /mnt/dist)", test.litert_only),
+            ("install", "install torch beside it (offline)", test.install),
             ("verify", "systemd-analyze verify + security", test.verify),
             ("sandbox", "PyTorch under the units' sandboxes", test.sandbox),
             ("bad-config", "bad config: exit 78, no restart", test.bad_config),
