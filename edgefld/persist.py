@@ -196,19 +196,20 @@ def reconcile_metrics(path: str | os.PathLike[str], last_round: int,
         raw = b""
     except OSError as exc:
         raise StateWriteError(f"cannot read {path}: {exc.strerror or exc}") from None
-    kept: list[str] = []
-    rejected: list[str] = []
+    kept: list[bytes] = []
+    rejected: list[bytes] = []
     torn: list[int] = []
     later: list[int] = []
     rounds: set[int] = set()
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    # Bytes, not text: a line set aside must be kept exactly as it was, undecodable bytes included.
+    for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             rejected.append(line)
             torn.append(number)
             continue
@@ -230,19 +231,19 @@ def reconcile_metrics(path: str | os.PathLike[str], last_round: int,
     if rejected:
         aside = path.with_name(path.name + ".rejected")
         try:
-            with open(aside, "a", encoding="utf-8") as handle:
-                handle.write("".join(line + "\n" for line in rejected))
+            with open(aside, "ab") as handle:
+                handle.write(b"".join(line + b"\n" for line in rejected))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
             raise StateWriteError(f"cannot write {aside}: {exc.strerror or exc}") from None
         parts[-1] += f"; set aside in {aside.name}"
     if restored is not None and last_round > 0 and last_round not in rounds:
-        kept.append(json.dumps(restored, sort_keys=True))
+        kept.append(json.dumps(restored, sort_keys=True).encode())
         parts.append(f"round {last_round} restored from its checkpoint")
     if not parts:
         return None
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    atomic_write_bytes(path, b"".join(line + b"\n" for line in kept))
     return f"{path}: " + "; ".join(parts)
 
 

@@ -403,7 +403,7 @@ def _other_run(d: Path) -> None:
 @case("checkpoint-torn-and-metrics-garbage", SERVER, ExitCode.OK, r"unusable.*using the one before", one_line=False)
 def _torn(d: Path) -> None:
     # Round 1 is complete (rounds = 1 in BASE_CONFIG); a torn round-2 file and garbage metrics lines are
-    # named in the log and left where they are; the server then says the run is complete.
+    # named in the log (the garbage lines moved to metrics.jsonl.rejected); the server then says the run is complete.
     _checkpoint(d, 1)
     (d / "server" / "checkpoints" / "round-000002.npz").write_bytes(b"PK\x03\x04 torn")
     (d / "server" / "metrics.jsonl").write_bytes(b'{"round": 1}\n\x00\xff garbage\n[1, 2]\n{"round": ')
