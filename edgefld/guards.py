@@ -46,8 +46,11 @@ class MemoryFigure:
 # of a Raspberry Pi, so these figures err on the safe side there; a Jetson runs a CUDA build.
 # litert: bench/bench_litert.py on the same host, ai-edge-litert 2.3, same options: digits peak 54.0 / 54.0 MiB,
 # mnist 66.4 / 89.8, cifar10 141.2 / 193.2; 34.2 before the backend loads its runtime (which is thus counted in
-# the task's figure). tensorflow has no backend in this tree, so no figures: its rounds are not checked for
-# memory (see memory_estimate_mib) until a bench measures them.
+# the task's figure).
+# tensorflow: bench/bench_backends.py --backends tensorflow on the same host, tensorflow-cpu 2.21,
+# same options (cifar10 with --samples 256): digits peak 615.4 / 615.9 MiB, mnist 625.4 / 634.3, cifar10
+# 799.0 / 829.4; after import 592.8-593.3. Derived as torch's.
+# A backend or task without a row is not checked for memory (see memory_estimate_mib) until a bench measures it.
 MEMORY_FIGURES: dict[tuple[str, str], MemoryFigure] = {
     ("torch", "digits"): MemoryFigure(705.0, 34.0, 0.0),
     ("torch", "mnist"): MemoryFigure(705.0, 63.0, 0.12),
@@ -55,6 +58,9 @@ MEMORY_FIGURES: dict[tuple[str, str], MemoryFigure] = {
     ("litert", "digits"): MemoryFigure(34.0, 20.0, 0.0),
     ("litert", "mnist"): MemoryFigure(34.0, 29.0, 0.42),
     ("litert", "cifar10"): MemoryFigure(34.0, 100.0, 0.93),
+    ("tensorflow", "digits"): MemoryFigure(594.0, 22.0, 0.0),
+    ("tensorflow", "mnist"): MemoryFigure(594.0, 31.0, 0.15),
+    ("tensorflow", "cifar10"): MemoryFigure(594.0, 202.0, 0.54),
 }
 
 # Tasks a low power budget cannot train in useful time: MobileNetV3-small trains at ~130-230
@@ -90,7 +96,8 @@ def read_live_facts(root: str = "/", path: str | None = None) -> LiveFacts:
 
 
 def memory_estimate_mib(backend: str, task: str, batch_size: int) -> float | None:
-    """Estimated memory a round of ``task`` on ``backend`` adds; None where nothing was measured."""
+    """Estimated memory a round of ``task`` on ``backend`` adds; None for a pair MEMORY_FIGURES lacks
+    (a backend or task added without a bench run): refusing every round on a guess would be worse."""
     figure = MEMORY_FIGURES.get((backend, task))
     if figure is None:
         return None

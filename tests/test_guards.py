@@ -96,10 +96,25 @@ def test_the_margin_is_configurable():
     assert guards.check_round("cifar10", "torch", 16, facts, guards.GuardPolicy(memory_margin_mb=0)) is None
 
 
-def test_an_unmeasured_backend_is_not_refused_for_memory():
-    # No figures for tensorflow: refusing every round of a board on a guess would be worse.
-    assert guards.memory_estimate_mib("tensorflow", "mnist", 16) is None
-    assert guards.check_round("mnist", "tensorflow", 16, guards.LiveFacts(100, None, None), POLICY) is None
+def test_every_backend_and_task_has_memory_figures():
+    from edgefld.backends.base import BACKEND_MODULES
+    from edgefld.tasks import TASKS
+
+    assert {(backend, task) for backend in BACKEND_MODULES for task in TASKS} <= set(guards.MEMORY_FIGURES)
+
+
+def test_an_unmeasured_pair_is_not_refused_for_memory():
+    # A backend or task added without a bench run: refusing every round of a board on a guess would be worse.
+    assert guards.memory_estimate_mib("onnx", "mnist", 16) is None
+    assert guards.check_round("mnist", "onnx", 16, guards.LiveFacts(100, None, None), POLICY) is None
+
+
+def test_tensorflow_is_checked_for_memory():
+    # 594 + 31 + 0.15 * 16 = 627 MB estimated for mnist: a 512 MB board refuses it, a 1 GB one takes it.
+    assert guards.memory_estimate_mib("tensorflow", "mnist", 16) == pytest.approx(627.4)
+    reason = guards.check_round("mnist", "tensorflow", 16, guards.LiveFacts(400, None, None), POLICY)
+    assert reason is not None and reason.startswith("task mnist on tensorflow with batch size 16 needs about 755 MB")
+    assert guards.check_round("mnist", "tensorflow", 16, guards.LiveFacts(800, None, None), POLICY) is None
 
 
 def test_litert_fits_a_pi_zero_where_torch_does_not():

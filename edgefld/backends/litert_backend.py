@@ -10,11 +10,12 @@ interpreter, nothing else heavy.
 
 Everything the Backend protocol promises is kept as the torch backend keeps it:
 the canonical weight layout (checked by ``layout.check_weights``), the input
-normalisation, momentum buffers fresh on every ``train`` call, the lone trailing
-sample merged into the batch before it. What differs: the shuffle order and
-MobileNetV3's dropout mask come from numpy's generator seeded with ``seed``
-(torch's generator is not available here), so the same seed gives the same
-result on every LiteRT board, but not the torch backend's sample order.
+normalisation, momentum buffers fresh on every ``train`` call, and the training
+order every backend shares (``base.shuffle_orders``, ``base.batch_slices``: the
+same seed trains the same batches as torch and TensorFlow do). Only MobileNetV3's
+dropout masks are this backend's own: drawn by numpy from a generator derived
+from ``seed`` (torch's generator is not here), so the same seed gives the same
+result on every LiteRT board, but not the masks torch draws.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefld.backends.base import EvalResult, TrainResult, Weights
+from edgefld.backends.base import EvalResult, TrainResult, Weights, batch_slices, shuffle_orders
 from edgefld.backends.layout import check_weights, model_layout
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
@@ -131,12 +132,12 @@ class _TrainingModel:
         return [np.array(out[weight_key(i)], dtype=np.float32, copy=True) for i in range(self.count)]
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, momentum: float,
-                   rng: np.random.Generator) -> float:
+                   dropout_rng: np.random.Generator) -> float:
         inputs: dict[str, np.ndarray] = {
             "x": x, "y": y, "lr": np.float32(lr), "momentum": np.float32(momentum),
         }
         if self.dropout_features:
-            keep = rng.random((len(x), self.dropout_features)) >= DROPOUT_PROBABILITY
+            keep = dropout_rng.random((len(x), self.dropout_features)) >= DROPOUT_PROBABILITY
             inputs["dropout"] = keep.astype(np.float32) / np.float32(1.0 - DROPOUT_PROBABILITY)
         return float(self.runners["train"](**inputs)["loss"])
 
@@ -184,14 +185,14 @@ class LiteRTBackend:
                 f"got {num_examples} image(s) in batches of {batch_size}: use at least 2 of each"
             )
         model = self._model_with(task, weights)
-        rng = np.random.default_rng(seed)
+        dropout_rng = dropout_generator(seed)
         start = time.perf_counter()
         loss_sum = 0.0
-        for _ in range(epochs):
-            order = rng.permutation(num_examples)
+        for order in shuffle_orders(num_examples, epochs, seed):
             loss_sum = 0.0
-            for batch in training_batches(order, batch_size):
-                loss = model.train_step(inputs[batch], targets[batch], task.learning_rate, task.momentum, rng)
+            for batch in (order[bounds] for bounds in batch_slices(num_examples, batch_size)):
+                loss = model.train_step(inputs[batch], targets[batch], task.learning_rate, task.momentum,
+                                        dropout_rng)
                 loss_sum += loss * len(batch)
         seconds = time.perf_counter() - start
         return TrainResult(model.get_weights(), loss_sum / num_examples, num_examples, seconds)
@@ -273,13 +274,11 @@ def model_targets(task: Task, labels: np.ndarray, num_images: int) -> np.ndarray
     return labels.astype(np.int32)
 
 
-def training_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    batches = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
-    # As the torch backend: BatchNorm cannot train on one sample whose feature map is 1x1
-    # (MobileNetV3's last layers on 32x32 images): a lone trailing sample joins the batch before it.
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [np.concatenate(batches[-2:])]
-    return batches
+def dropout_generator(seed: int) -> np.random.Generator:
+    """The generator of one train() call's dropout masks: a child of ``seed``'s SeedSequence, so
+    its draws are independent of ``shuffle_orders``' generator (seeded with ``seed`` itself), and
+    dropout on or off leaves the training order as every other backend draws it."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
 
 # --- initial weights without torch ----------------------------------------------------------------------

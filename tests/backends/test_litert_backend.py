@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 from edgefld.backends import litert_backend  # noqa: E402
-from edgefld.backends.base import load_backend  # noqa: E402
+from edgefld.backends.base import batch_slices, load_backend, shuffle_orders  # noqa: E402
 from edgefld.backends.layout import model_layout  # noqa: E402
 from edgefld.errors import BackendUnavailable  # noqa: E402
 from edgefld.tasks import TASKS, Task, get_task  # noqa: E402
@@ -267,17 +267,17 @@ def test_sgd_steps_give_the_same_weights_and_batchnorm_statistics(backend, torch
 
 @pytest.mark.parametrize("task", [DIGITS, MNIST], ids=lambda t: t.name)
 def test_backend_train_matches_torch_backend_train(backend, torch_backend, task):
-    """Through the Backend protocol: normalisation, labels, fresh momentum per call. One batch per epoch, so
-    the two backends' different shuffles only reorder samples inside the batch."""
+    """Through the Backend protocol: normalisation, labels, fresh momentum per call, and the shared training
+    order (30 images in batches of 8, 8, 8 and 6, a new order each epoch)."""
     weights = perturbed_weights(task)
     images, labels = learnable_batch(task, per_class=3)
-    ours = backend.train(task, weights, images, labels, epochs=3, batch_size=64, seed=2)
-    reference = torch_backend.train(task, weights, images, labels, epochs=3, batch_size=64, seed=2)
+    ours = backend.train(task, weights, images, labels, epochs=3, batch_size=8, seed=2)
+    reference = torch_backend.train(task, weights, images, labels, epochs=3, batch_size=8, seed=2)
     diff = max_abs_diff(ours.weights, reference.weights)
-    print(f"\n{task.name}: backend.train (3 epochs x 1 batch) max abs diff litert vs torch {diff:.3g}")
+    print(f"\n{task.name}: backend.train (3 epochs x 4 batches) max abs diff litert vs torch {diff:.3g}")
     assert diff <= MULTI_STEP_ATOL
     assert ours.loss == pytest.approx(reference.loss, rel=1e-5)
-    again = backend.train(task, weights, images, labels, epochs=3, batch_size=64, seed=2)
+    again = backend.train(task, weights, images, labels, epochs=3, batch_size=8, seed=2)
     assert max_abs_diff(again.weights, ours.weights) == 0.0  # momentum starts from zero on every call
 
 
@@ -332,10 +332,33 @@ def test_batchnorm_models_refuse_batches_of_one(backend):
     assert all(np.isfinite(w).all() for w in result.weights)
 
 
-def test_lone_trailing_sample_joins_the_batch_before_it():
-    batches = litert_backend.training_batches(np.arange(9), 4)
-    assert [list(b) for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
-    assert [len(b) for b in litert_backend.training_batches(np.arange(1), 4)] == [1]
+@pytest.mark.parametrize("task", [DIGITS, CIFAR10], ids=lambda t: t.name)
+def test_train_follows_the_shared_training_order(backend, task):
+    """train() steps through base.shuffle_orders in base.batch_slices (9 images in batches of 4: 4 then 5,
+    the lone trailing image joined to the batch before it), as the torch and TensorFlow backends do, with
+    dropout masks from litert_backend.dropout_generator: the signatures driven by hand in that order give
+    the same weights, bit for bit."""
+    images, labels = learnable_batch(task, per_class=1)
+    images, labels = images[:9], labels[:9]
+    weights = backend.initial_weights(task, seed=8)
+    result = backend.train(task, weights, images, labels, epochs=2, batch_size=4, seed=9)
+    model = backend._model_with(task, weights)
+    x, y = litert_backend.model_inputs(task, images), labels.astype(np.int32)
+    dropout_rng = litert_backend.dropout_generator(9)
+    for order in shuffle_orders(9, 2, seed=9):
+        for bounds in batch_slices(9, 4):
+            batch = order[bounds]
+            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
+    assert [s.stop - s.start for s in batch_slices(9, 4)] == [4, 5]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights))
+    # Another order (same masks) trains to other weights: the comparison above can fail.
+    model = backend._model_with(task, weights)
+    dropout_rng = litert_backend.dropout_generator(9)
+    for order in shuffle_orders(9, 2, seed=10):
+        for bounds in batch_slices(9, 4):
+            batch = order[bounds]
+            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights))
 
 
 def test_evaluate_matches_a_hand_computation(backend):
