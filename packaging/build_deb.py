@@ -661,6 +661,11 @@ def file_list(root: Path) -> list[Path]:
 
 
 NFPM_SCRIPT = {"preinst": "preinstall", "postinst": "postinstall", "prerm": "preremove", "postrm": "postremove"}
+# edgefl's dpkg trigger (DEBIAN/triggers): byte-compile the venv and try-restart running daemons,
+# once per dpkg run, after every package that changed the venv is configured (edgefl.postinst
+# "triggered"). Its own postinst activates it; every edgefl-backend-* activates it on unpack,
+# configure and remove. noawait: a backend is usable before the daemons are restarted.
+VENV_TRIGGER = "edgefl-venv-changed"
 
 
 def python_depends() -> list[str]:
@@ -671,7 +676,7 @@ def python_depends() -> list[str]:
 
 def nfpm_config(name: str, arch: dc.Arch, upstream: str, revision: str, settings: dict, depends: list[str],
                 description: str, stage: Path, scripts: dict[str, Path], extra_contents: list[dict],
-                epoch: int) -> dict:
+                epoch: int, triggers: dict[str, list[str]]) -> dict:
     contents = [{"src": str(stage / top.name), "dst": "/" + top.name, "type": "tree"}
                 for top in sorted(stage.iterdir())]
     contents += extra_contents
@@ -682,7 +687,7 @@ def nfpm_config(name: str, arch: dc.Arch, upstream: str, revision: str, settings
         "maintainer": settings["package"]["maintainer"], "description": description,
         "license": "Apache-2.0", "depends": depends, "contents": contents, "mtime": mtime,
         "scripts": {NFPM_SCRIPT[k]: str(v) for k, v in scripts.items()},
-        "deb": {"compression": settings["compression"][name]},
+        "deb": {"compression": settings["compression"][name], "triggers": triggers},
     }
     if revision:
         config["release"] = revision
@@ -768,9 +773,9 @@ def build_backend_package(package: str, backend: dict, target: Path, entries: li
     tdepends = [f"edgefl (= {version})"] + python_depends()
     tdepends += [f"libc6 (>= {tfloor[0]}.{tfloor[1]})" if lib == "libc6" and tfloor > (0, 0) else lib
                  for lib in tlibs]
-    tscript_files = {k: PACKAGING / "scripts" / f"edgefl-backend.{k}" for k in ("postinst", "prerm", "postrm")}
+    tscript_files = {"prerm": PACKAGING / "scripts" / "edgefl-backend.prerm"}
     tconfig = nfpm_config(package, arch, upstream, revision, settings, tdepends, description, tstage,
-                          tscript_files, [], epoch)
+                          tscript_files, [], epoch, {"activate_noawait": [VENV_TRIGGER]})
     run_nfpm(tconfig, target, paths.work, epoch)
     key_file.write_text(key)
     return tproblems
@@ -881,7 +886,7 @@ def build(arch: dc.Arch, dist: Path, revision: str, units_dir: Path) -> list[Pat
     ]
     script_files = {k: PACKAGING / "scripts" / f"edgefl.{k}" for k in ("postinst", "prerm", "postrm")}
     config = nfpm_config("edgefl", arch, upstream, revision, settings, depends, descriptions["edgefl"], stage,
-                         script_files, extra, epoch)
+                         script_files, extra, epoch, {"interest_noawait": [VENV_TRIGGER]})
     target = dist / f"edgefl_{version}_{arch.deb}.deb"
     run_nfpm(config, target, paths.work, epoch)
     outputs.append(target)

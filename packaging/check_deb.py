@@ -13,7 +13,8 @@ Unpacks each package (dpkg-deb -x / -e into a temporary directory) and checks:
   shebang #!/opt/edgefl/venv/bin/python3 (edgefl: Flower's too), no __pycache__ or .pyc;
 - edgefl: the conffile /etc/edgefl.toml, pyvenv.cfg, bin/python3 -> /usr/bin/python3.11,
   /usr/bin/edgefl, the units, man page, copyright, changelog; maintainer scripts are
-  POSIX sh with set -e; every file has one mtime (reproducible builds).
+  POSIX sh with set -e; every file has one mtime (reproducible builds);
+- DEBIAN/triggers: edgefl is interested in edgefl-venv-changed, every backend activates it.
 Prints one line per check; exit 1 if any fails. Standard library + dpkg-deb only.
 """
 
@@ -188,6 +189,12 @@ def check_deb(deb: Path) -> list[tuple[str, list[str]]]:
         results.append(("no __pycache__ or .pyc", check_no_bytecode(root)))
         results.append(("maintainer scripts: #!/bin/sh, set -e", check_maintainer_scripts(control_dir)))
         results.append(("one mtime for every file", check_mtimes(root)))
+        # edgefl compiles the venv and restarts its daemons once per dpkg run, from its trigger
+        # (packaging/README.md); a backend without the activation would leave both undone.
+        wanted = ("interest-noawait" if package == "edgefl" else "activate-noawait") + " edgefl-venv-changed"
+        triggers = (control_dir / "triggers").read_text() if (control_dir / "triggers").exists() else ""
+        results.append((f"DEBIAN/triggers: {wanted}", [] if wanted in triggers.splitlines()
+                        else [f"DEBIAN/triggers is {triggers.strip()!r}"]))
         if package == "edgefl":
             results.append(("conffile, venv, /usr/bin/edgefl, units, docs", check_edgefl_files(root, conffiles)))
             depends = control.get("Depends", "")

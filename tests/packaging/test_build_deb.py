@@ -176,14 +176,25 @@ def test_lock_is_consistent(arch):
 
 def test_maintainer_scripts_are_posix_sh():
     scripts = sorted((PACKAGING / "scripts").iterdir())
-    assert {p.name for p in scripts} == {f"{pkg}.{kind}" for pkg in ("edgefl", "edgefl-backend")
-                                         for kind in ("postinst", "prerm", "postrm")}
+    # The backends have no postinst or postrm: edgefl's trigger compiles and restarts for them.
+    assert {p.name for p in scripts} == {"edgefl.postinst", "edgefl.prerm", "edgefl.postrm", "edgefl-backend.prerm"}
     for script in scripts:
         text = script.read_text()
         assert text.startswith("#!/bin/sh\n") and "\nset -e\n" in text, script.name
         subprocess.run(["sh", "-n", str(script)], check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", "-s", "sh", *map(str, scripts)], check=True)
+
+
+def test_venv_trigger_is_handled_where_it_is_activated():
+    postinst = (PACKAGING / "scripts" / "edgefl.postinst").read_text()
+    # Activated by edgefl's own configure, handled by its "triggered" branch (compile, try-restart).
+    assert f"dpkg-trigger --no-await {build_deb.VENV_TRIGGER}\n" in postinst
+    triggered = postinst[postinst.index("    triggered)"):postinst.index(";;", postinst.index("    triggered)"))]
+    assert "compileall" in triggered and "try-restart" in triggered
+    # Nothing restarts a unit outside the trigger: a restart mid-transaction could find a
+    # backend half-upgraded.
+    assert postinst.count("deb-systemd-invoke") == 1
 
 
 def test_sysusers_line():

@@ -22,8 +22,10 @@ the .debs bound read-only at /mnt/dist. Then, each step printing what it did and
   watchdog     a short WatchdogSec drop-in + SIGSTOP: systemd kills and restarts the client
   reboot       poweroff + boot on the same overlay: enabled units come back, training goes on
   upgrade      a newer build (repacked), with /etc/edgefl.toml edited locally (kept,
-               --force-confold); the running units are restarted on the new version
-  purge        units gone, /var/lib/edgefl removed, the user edgefl kept
+               --force-confold); each running unit is restarted once, by edgefl's dpkg
+               trigger after all three packages are configured, on the new version
+  purge        units gone, /var/lib/edgefl removed, the user edgefl kept, the admin's
+               drop-in kept
 
 Only the standard library: run it with any python3 >= 3.9.
 """
@@ -588,6 +590,7 @@ class SystemTest:
         old = self.sh("dpkg-query -W -f='${Version}' edgefl").strip()
         pids = {unit: self.main_pid(unit) for unit in UNITS}
         at = self.last_round()
+        cursor = self.cursor()
         names = " ".join(f"/mnt/upgrade/{d.name}" for d in newer)
         cmd = f"apt-get install -y -o Dpkg::Options::=--force-confold {names}"
         log(f"  {cmd}")
@@ -607,6 +610,13 @@ class SystemTest:
         now = {unit: self.main_pid(unit) for unit in UNITS}
         for unit in UNITS:
             check(now[unit] != pids[unit], f"{unit} restarted by the upgrade (MainPID {pids[unit]} -> {now[unit]})")
+        # edgefl's dpkg trigger restarts once, after all three packages are configured: never
+        # on a half-upgraded venv (where a client could find its configured backend missing).
+        for unit in UNITS:
+            starts = self.journal(unit, since_cursor=cursor, lines=0, grep=r"systemd\[1\]: Starting ")
+            check(len(starts) == 1, f"{unit} started once during the upgrade of three packages ({len(starts)} starts)")
+        triggered = self.sh("grep -c 'trigproc edgefl:' /var/log/dpkg.log", check=False).strip()
+        log(f"  dpkg.log: edgefl's trigger processed {triggered} time(s) since the container was made")
         self.status_lines()
         record = self.wait_round_with_two_clients(after=at, timeout=150)
         check(record["round"] > at, f"training continued on the new version: round {record['round']}")
@@ -625,7 +635,15 @@ class SystemTest:
                        check=False).split()
         for path in left:
             log(f"  left: {path} -> {self.sh(f'readlink {path}', check=False).strip() or '(file)'}")
-        check(left == [], "no edgefl unit file, drop-in or enablement link is left")
+        # The drop-in the admin (this test) wrote is the admin's file: purge keeps it, as with
+        # any Debian package; nothing else may remain.
+        admin_dropin = str(Path(LITERT_DROPIN_PATH).parent)
+        check(left == [admin_dropin], f"no edgefl unit file, drop-in or enablement link is left but the admin's "
+              f"{admin_dropin}")
+        kept = self.sh(f"cat {LITERT_DROPIN_PATH}", check=False)
+        check("--backend litert" in kept, f"the admin's {LITERT_DROPIN_PATH} is kept as it was")
+        self.sh(f"rm -r {admin_dropin} && systemctl daemon-reload")
+        log(f"  the admin removes {admin_dropin}; daemon-reload")
         loaded = self.sh("systemctl list-units --all --plain --no-legend 'edgefl*'", check=False).strip()
         check(loaded == "", f"systemd has no edgefl unit loaded ({loaded!r})")
         procs = self.processes(user="edgefl")
