@@ -10,7 +10,7 @@ STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-faults venv clean default-config deb deb-lock lint-deb check-deb litert-models
+.PHONY: demo test test-fast test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models
 
 venv: $(STAMP)
 
@@ -21,15 +21,23 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv
 demo: venv
 	$(VENV)/bin/edgefl demo
 
-# All tests: the pytest suite, the fault scenarios, then (as root, which systemd-nspawn needs)
-# the system test of the .debs under a real systemd. `make test-fast` is the pytest suite alone.
+# All tests: the pytest suite, LiteRT's numerics on the other CPU kinds, the fault scenarios, then
+# (as root, which systemd-nspawn needs) the system test of the .debs under a real systemd.
+# `make test-fast` is the pytest suite alone.
 test: test-fast
+	@$(MAKE) --no-print-directory test-cpus
 	@$(MAKE) --no-print-directory test-faults
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-system; \
 	else echo "make test: test-system skipped: it needs root (systemd-nspawn); run sudo make test-system" >&2; fi
 
 test-fast: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# LiteRT's training numerics on every kind of CPU the product runs on (tests/backends/cpu_kinds.py:
+# x86-64 without AVX-512 and the boards' aarch64 cores under qemu-user); prints a table (also
+# build/cpu-kinds-table.md). Needs root; skipped without it.
+test-cpus: venv
+	$(PY) -m pytest -v -s -m cpus tests/backends/test_litert_cpu_kinds.py $(PYTEST_ARGS)
 
 # Fault scenarios (tests/faults): real daemons killed, partitioned, out of disk, fed corrupt
 # state; prints a table (also build/faults-table.md). The partition and full-disk scenarios

@@ -161,7 +161,7 @@ class _TrainingModel:
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, momentum: float,
                    dropout_rng: np.random.Generator) -> float:
         inputs: dict[str, np.ndarray] = {
-            "x": x, "y": y, "lr": np.float32(lr), "momentum": np.float32(momentum),
+            "x": x, "y": y, "lr": hyperparameter(lr), "momentum": hyperparameter(momentum),
         }
         if self.dropout_features:
             keep = dropout_rng.random((len(x), self.dropout_features)) >= DROPOUT_PROBABILITY
@@ -266,6 +266,11 @@ class LiteRTBackend:
             self._models[task.model] = model
         model.set_weights(weights)
         return model
+
+
+def hyperparameter(value: float) -> np.ndarray:
+    """A training signature's lr or momentum: a 1-element float32 vector (litert_build says why not a scalar)."""
+    return np.full((1,), value, np.float32)
 
 
 def _has_batchnorm(task: Task) -> bool:

@@ -20,7 +20,7 @@ layout (``layout.py``: torch order and shapes, OIHW convolutions, (out, in)
 linear, NCHW flattening, BatchNorm running statistics), so getting and setting
 weights are plain copies. Signatures:
 
-- ``train(x, y, lr, momentum[, dropout])`` -> ``loss``: one SGD step with momentum exactly as
+- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step with momentum exactly as
   ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
   (batch statistics, biased variance; running statistics updated with torch's momentum and the
   unbiased variance). ``x``: normalised float32 N x H x W x C (NHWC), any N; ``y``: int32 labels.
@@ -476,17 +476,21 @@ class TrainingModel(tf.Module):
         h, w, c = self.input_shape
         x_spec = tf.TensorSpec([None, h, w, c], tf.float32, name="x")
         y_spec = tf.TensorSpec([None], tf.int32, name="y")
-        scalar = lambda name: tf.TensorSpec([], tf.float32, name=name)  # noqa: E731
+        # lr and momentum are 1-element vectors, not scalars: the signature runner resizes every input
+        # before each call, and resizing a 0-d input (empty dims) crashes ai-edge-litert 2.3's aarch64
+        # wheel (SIGSEGV in InterpreterWrapper::ResizeInputTensor, seen under qemu-user; the x86-64
+        # wheel does not), which is every Raspberry Pi and Jetson (tests/backends/test_litert_cpu_kinds.py).
+        hyper = lambda name: tf.TensorSpec([1], tf.float32, name=name)  # noqa: E731
 
         if self.dropout_features:
-            @tf.function(input_signature=[x_spec, y_spec, scalar("lr"), scalar("momentum"),
+            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"),
                                           tf.TensorSpec([None, self.dropout_features], tf.float32, name="dropout")])
             def train(x, y, lr, momentum, dropout):
-                return self._step(x, y, lr, momentum, dropout)
+                return self._step(x, y, lr[0], momentum[0], dropout)
         else:
-            @tf.function(input_signature=[x_spec, y_spec, scalar("lr"), scalar("momentum")])
+            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum")])
             def train(x, y, lr, momentum):
-                return self._step(x, y, lr, momentum, None)
+                return self._step(x, y, lr[0], momentum[0], None)
 
         @tf.function(input_signature=[x_spec])
         def infer(x):

@@ -48,8 +48,8 @@ def run_steps(case: dict[str, np.ndarray], *, default_delegates: bool = True,
     out: dict[str, np.ndarray] = {"logits": logits}
     losses = []
     for step, mask in enumerate(case["masks"]):
-        inputs = {"x": case["x"], "y": case["y"], "lr": np.float32(task.learning_rate),
-                  "momentum": np.float32(task.momentum)}
+        inputs = {"x": case["x"], "y": case["y"], "lr": litert_backend.hyperparameter(task.learning_rate),
+                  "momentum": litert_backend.hyperparameter(task.momentum)}
         if mask.size:
             inputs["dropout"] = mask
         losses.append(float(model.runners["train"](**inputs)["loss"]))

@@ -208,6 +208,20 @@ def reference_step(task: Task, weights: list[np.ndarray], velocities: list[np.nd
     return Step([after[name] for name in names], new_velocities, loss.item(), kinks)
 
 
+def reference_logits(task: Task, weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Evaluation-mode logits of ``task``'s torch model in float64 (``x``: normalised NHWC)."""
+    import torch
+
+    from edgefld.backends.torch_models import build_model, weight_names
+
+    model = build_model(task).to(torch.float64)
+    model.load_state_dict(dict(zip(weight_names(task), (torch.as_tensor(np.asarray(w, np.float64))
+                                                        for w in weights))), strict=False)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.as_tensor(x).permute(0, 3, 1, 2).contiguous().to(torch.float64)).numpy()
+
+
 def free_running(task: Task, weights: list[np.ndarray], x, y, masks) -> list[Step]:
     """The float64 trajectory from ``weights``, momentum carried from step to step (``x``, ``y``: one batch
     for every step, or a list with one per step). Compare free-running trajectories only where every step's
