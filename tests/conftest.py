@@ -31,3 +31,13 @@ def edgefl_exe() -> list[str]:
 def _no_ambient_config(monkeypatch):
     # A developer's EDGEFL_CONFIG must not leak into tests.
     monkeypatch.delenv("EDGEFL_CONFIG", raising=False)
+
+
+def pytest_addoption(parser):
+    # Settings for checking that the backend tests do not depend on the CPU's thread count or kernel
+    # choice (tests/backends/conftest.py applies them), e.g. `pytest tests/backends --backend-threads 1`.
+    group = parser.getgroup("edgefl", "edgefl backend settings")
+    group.addoption("--backend-threads", type=int, metavar="N",
+                    help="train torch, TensorFlow and LiteRT with N threads (default: each framework's own)")
+    group.addoption("--litert-builtin-kernels", action="store_true",
+                    help="run LiteRT with its builtin kernels only, without XNNPACK (boards use XNNPACK)")

@@ -18,11 +18,12 @@ from ``seed`` (torch's generator is not here), so the same seed gives the same
 result on every LiteRT board, but not the masks torch draws.
 
 The interpreter runs with LiteRT's default delegate, XNNPACK. Measured on a 2-core
-AMD EPYC (AVX-512), batch 32, one thread (``bench/bench_litert.py --compare-delegates``),
-it trains 2.5-3x faster than LiteRT's builtin kernels (mnist 5900 vs 2100 samples/s,
-cifar10 1160 vs 390) for 4-7 MiB more peak RSS, and its arithmetic is as exact: a
-training step differs from float64 torch by 1.8e-7 with XNNPACK, 1.4e-7 without, on
-x86-64 with and without AVX-512 and on aarch64 (tests/backends/test_litert_cpu_kinds.py).
+AMD EPYC (AVX-512), batch 32, one thread (``bench/bench_litert.py --threads 1
+--compare-delegates``), it trains 3x faster than LiteRT's builtin kernels (mnist 6577 vs
+2184 samples/s, cifar10 1121 vs 358) for 4-8 MiB more peak RSS, and its arithmetic is as
+exact: a cifar10 step differs from float64 torch's by 1.8e-7 with XNNPACK, 1.4e-7
+without; with XNNPACK at most 2e-7 on x86-64 with and without AVX-512 and on the boards'
+aarch64 cores (tests/backends/test_litert_cpu_kinds.py).
 XNNPACK computes a few ops another way (HARD_SWISH as x * clamp(x/6 + 1/2, 0, 1), EXP
 by polynomial), within a few float32 roundings; where an activation lies within such
 a rounding of a kink (ReLU's 0, Hardswish's -3 and 3), the two take different branches,
