@@ -288,6 +288,27 @@ KEYS: tuple[Key, ...] = (
     Key("server", "round_timeout", "float", 600.0, minimum=1.0, maximum=86_400.0,
         doc="Seconds a round waits for the boards' replies; a board that has not answered by then "
             "counts as failed for that round."),
+    Key("server", "max_connections", "int", 4096, minimum=16, maximum=1_000_000,
+        doc="Connections the Fleet gateway holds at once; one more is closed at once (each board keeps one or "
+            "two). Kept within the process's file descriptors (the unit sets LimitNOFILE=65536)."),
+    Key("server", "head_timeout", "float", 10.0, minimum=0.1, maximum=3600.0,
+        doc="Seconds a connection has to finish its TLS handshake and each request head; a connection that "
+            "sends nothing, or a head byte by byte, is closed then."),
+    Key("server", "idle_timeout", "float", 15.0, minimum=1.0, maximum=3600.0,
+        doc="Seconds an idle keep-alive connection stays open between requests."),
+    Key("server", "min_transfer_rate", "int", 8192, minimum=1, maximum=1_000_000_000,
+        doc="Bytes per second a request body (and a client reading an answer) must average once "
+            "transfer_grace has passed; a slower one is dropped."),
+    Key("server", "transfer_grace", "float", 10.0, minimum=0.1, maximum=3600.0,
+        doc="Seconds any body or answer may take before min_transfer_rate applies."),
+    Key("server", "max_object_mb", "int", 8, minimum=1, maximum=1024,
+        doc="Largest push-object body in MiB: Flower sends models in chunks of at most 5 MiB, so 8 covers any "
+            "model; a larger announced body is refused before it is read."),
+    Key("server", "max_request_kb", "int", 1024, minimum=16, maximum=1_048_576,
+        doc="Largest body in KiB of every other Fleet request (they carry ids and metadata, not models)."),
+    Key("server", "upstream_connections", "int", 32, minimum=1, maximum=4096,
+        doc="Requests forwarded to the SuperLink at once; more wait their turn (this bounds what the "
+            "SuperLink buffers)."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),
