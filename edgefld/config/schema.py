@@ -247,6 +247,12 @@ KEYS: tuple[Key, ...] = (
     Key("client", "heavy_task_min_watts", "int", 15, minimum=0, maximum=1000,
         doc="Lowest Jetson power mode, in watts as its name states (5W, MODE_10W, MODE_15W_6CORE), in which "
             "the board takes a heavy task (cifar10); MAXN always does. 0: no power-mode check."),
+    Key("client", "max_reply_mb", "int", 16, minimum=6, maximum=4096,
+        doc="Largest answer from the server in MiB (Flower moves models in pieces of at most 5 MiB); a larger "
+            "or endless one is dropped and retried, so a hostile server cannot exhaust the board's memory."),
+    Key("client", "min_read_rate", "int", 1024, minimum=1, maximum=1_000_000_000,
+        doc="Bytes per second an answer from the server must average after 30 s; a slower one (a server "
+            "dripping bytes) is dropped and retried instead of hanging the board."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
