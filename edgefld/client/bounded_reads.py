@@ -7,12 +7,15 @@ connection's socket reads are counted per request (a request starts at its
 first write): more than ``max_reply_bytes`` in one answer, or an average below
 ``min_rate`` bytes/s once ``grace`` seconds have passed, fails the read with
 httpx's own ReadError/ReadTimeout, which Flower's SuperNode retries with its
-backoff (and logs). The bound sits under httpx, on httpcore's network stream,
-so it covers the head and the body alike and nothing is buffered beyond it.
+backoff. Each drop is named in one WARNING line on Flower's logger (Flower
+itself logs only "Connection attempt failed"). The bound sits under httpx, on
+httpcore's network stream, so it covers the head and the body alike and
+nothing is buffered beyond it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -22,7 +25,9 @@ import httpx
 
 MAX_REPLY_ENV = "EDGEFL_MAX_REPLY_BYTES"
 MIN_RATE_ENV = "EDGEFL_MIN_READ_RATE"
-GRACE_S = 30.0  # Flower's own per-request timeout; a server under load may think this long
+GRACE_ENV = "EDGEFL_READ_GRACE"
+_log = logging.getLogger("flwr")  # the SuperNode's own log, which the client daemon relays
+GRACE_S = 30.0  # Flower's own per-request timeout; a server under load may think this long ([client] read_grace)
 
 
 class BoundedStream(httpcore.NetworkStream):
@@ -46,15 +51,21 @@ class BoundedStream(httpcore.NetworkStream):
         allowed = max(self._grace, self._received / self._min_rate)
         remaining = self._started + allowed - time.monotonic()
         if remaining <= 0:
-            raise httpcore.ReadTimeout(f"the server's answer is slower than {self._min_rate} bytes/s")
+            raise self._dropped(httpcore.ReadTimeout(f"the server's answer is slower than {self._min_rate} bytes/s"))
         try:
             data = self._inner.read(max_bytes, remaining if timeout is None else min(timeout, remaining))
         except httpcore.ReadTimeout:
-            raise httpcore.ReadTimeout(f"the server's answer is slower than {self._min_rate} bytes/s") from None
+            raise self._dropped(
+                httpcore.ReadTimeout(f"the server's answer is slower than {self._min_rate} bytes/s")) from None
         self._received += len(data)
         if self._received > self._max:
-            raise httpcore.ReadError(f"the server's answer is larger than {self._max} bytes")
+            raise self._dropped(httpcore.ReadError(f"the server's answer is larger than {self._max} bytes"))
         return data
+
+    def _dropped(self, error: Exception) -> Exception:
+        _log.warning("dropped an answer from the server after %.1f s and %d bytes: %s; retrying",
+                     time.monotonic() - self._started, self._received, error)
+        return error
 
     def close(self) -> None:
         self._inner.close()
@@ -94,8 +105,10 @@ def bound(client: httpx.Client, max_reply_bytes: int, min_rate: int, grace: floa
     pool._network_backend = BoundedBackend(max_reply_bytes, min_rate, grace)
 
 
-def bounds_from_environment() -> tuple[int, int] | None:
+def bounds_from_environment() -> tuple[int, int, float] | None:
+    """(max_reply_bytes, min_rate, grace) as the client daemon passed them; None: not started by it."""
     try:
-        return int(os.environ[MAX_REPLY_ENV]), int(os.environ[MIN_RATE_ENV])
+        return (int(os.environ[MAX_REPLY_ENV]), int(os.environ[MIN_RATE_ENV]),
+                float(os.environ.get(GRACE_ENV, GRACE_S)))
     except (KeyError, ValueError):
         return None

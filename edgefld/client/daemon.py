@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefld.backends.catalog import installed_backends
-from edgefld.client.bounded_reads import MAX_REPLY_ENV, MIN_RATE_ENV
+from edgefld.client.bounded_reads import GRACE_ENV, MAX_REPLY_ENV, MIN_RATE_ENV
 from edgefld.config import Config
 from edgefld.config.schema import toml_literal
 from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError
@@ -210,6 +210,7 @@ class ClientDaemon:
             # Reaches every ClientApp process: a backend must not spawn more threads than the profile allows.
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
             MAX_REPLY_ENV: str(self.client.max_reply_mb * 1024 * 1024), MIN_RATE_ENV: str(self.client.min_read_rate),
+            GRACE_ENV: str(self.client.read_grace),
         })
         self.registered.clear()
         self.refusal = None

@@ -61,13 +61,14 @@ def _checked_pull_and_store_message(**kwargs: Any) -> int | None:
         return int(message.metadata.run_id)
 
 
-def _bound_replies(max_reply_bytes: int, min_rate: int) -> None:
-    """Every Fleet client the SuperNode makes reads at most max_reply_bytes per answer, at min_rate or faster."""
+def _bound_replies(max_reply_bytes: int, min_rate: int, grace: float) -> None:
+    """Every Fleet client the SuperNode makes reads at most max_reply_bytes per answer, at min_rate or faster
+    once grace seconds have passed."""
     original_init = ProtobufClient.__init__
 
     def bounded_init(self: ProtobufClient, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        bound(self._client, max_reply_bytes, min_rate)
+        bound(self._client, max_reply_bytes, min_rate, grace)
 
     ProtobufClient.__init__ = bounded_init  # type: ignore[method-assign]
 

@@ -251,8 +251,12 @@ KEYS: tuple[Key, ...] = (
         doc="Largest answer from the server in MiB (Flower moves models in pieces of at most 5 MiB); a larger "
             "or endless one is dropped and retried, so a hostile server cannot exhaust the board's memory."),
     Key("client", "min_read_rate", "int", 1024, minimum=1, maximum=1_000_000_000,
-        doc="Bytes per second an answer from the server must average after 30 s; a slower one (a server "
-            "dripping bytes) is dropped and retried instead of hanging the board."),
+        doc="Bytes per second an answer from the server must average once read_grace has passed; a slower "
+            "one (a server dripping bytes) is dropped and retried instead of hanging the board."),
+    Key("client", "read_grace", "float", 30.0, minimum=1.0, maximum=600.0,
+        doc="Seconds an answer from the server may take before min_read_rate applies: 30 is Flower's own "
+            "per-request timeout, and a loaded server may think that long before it answers. Lower only "
+            "where the server always answers at once (it bounds how long a drip holds the board)."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
