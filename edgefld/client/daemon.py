@@ -10,7 +10,7 @@ round did (STATUS) and that it is alive (WATCHDOG).
 
 Before each start it probes the server (edgefld.tls): a CA that does not sign
 the server's certificate, a name mismatch, or TLS on one side only, is named in
-one line and retried with a growing backoff (capped at REFUSAL_BACKOFF_S[-1]),
+one line and retried with a growing backoff (capped at [client] refusal_backoff_max),
 so a server fixed later is rejoined without touching the board. Nothing the
 network answers ends the daemon: whoever can answer in the server's place
 could otherwise disable boards that systemd would never restart. Status 78
@@ -50,8 +50,9 @@ log = get_logger("client")
 POLL_S = 0.5
 BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it registers
 # After the server's answer turned this board away (wrong CA, name mismatch, TLS on one side): a
-# fix takes a person, so retry ever more slowly, but never give up for good.
-REFUSAL_BACKOFF_S = (5, 10, 20, 40, 80, 160, 300)
+# fix takes a person, so retry ever more slowly (doubling, up to [client] refusal_backoff_max), but
+# never give up for good.
+REFUSAL_BACKOFF_FIRST_S = 5
 _REGISTERED = re.compile(r"SuperNode ID: (\d+)")
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
 
@@ -137,7 +138,7 @@ class ClientDaemon:
                 attempt = 0
             refusals = refusals + 1 if refusal is not None and refusal.fatal else 0
             if refusals:
-                delay = REFUSAL_BACKOFF_S[min(refusals - 1, len(REFUSAL_BACKOFF_S) - 1)]
+                delay = min(REFUSAL_BACKOFF_FIRST_S << min(refusals - 1, 20), self.client.refusal_backoff_max)
             else:
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1

@@ -257,6 +257,11 @@ KEYS: tuple[Key, ...] = (
         doc="Seconds an answer from the server may take before min_read_rate applies: 30 is Flower's own "
             "per-request timeout, and a loaded server may think that long before it answers. Lower only "
             "where the server always answers at once (it bounds how long a drip holds the board)."),
+    Key("client", "refusal_backoff_max", "int", 300, minimum=5, maximum=86_400,
+        doc="Longest wait in seconds between tries after the server's answer turned this board away (a CA "
+            "that does not sign its certificate, a name mismatch, TLS on one side only): the wait doubles "
+            "from 5 s up to this, so a server fixed later is rejoined within this long, without touching "
+            "the board."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
