@@ -321,9 +321,12 @@ KEYS: tuple[Key, ...] = (
             "model; a larger announced body is refused before it is read."),
     Key("server", "max_request_kb", "int", 1024, minimum=16, maximum=1_048_576,
         doc="Largest body in KiB of every other Fleet request (they carry ids and metadata, not models)."),
-    Key("server", "upstream_connections", "int", 32, minimum=1, maximum=4096,
-        doc="Requests forwarded to the SuperLink at once; more wait their turn (this bounds what the "
-            "SuperLink buffers)."),
+    Key("server", "upstream_connections", "int", 16, minimum=1, maximum=4096,
+        doc="Requests forwarded to the SuperLink at once; more wait their turn. The SuperLink reads each "
+            "body whole, so this times max_object_mb bounds the bodies it holds (16 x 8 MiB = 128 MiB). "
+            "A connection stays taken while its answer streams to the board, so too few let slow boards "
+            "hold up the rest: under 40 concurrent 8 MiB bodies an honest round took 17 s at 8, 14 s at "
+            "16 and 22 s at 32, with every body answered (bench/bench_gateway.py --flood-rounds)."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),

@@ -93,7 +93,7 @@ class GatewayLimits:
     transfer_grace: float = 10.0
     max_object_bytes: int = 8 * 1024 * 1024
     max_request_bytes: int = 1024 * 1024
-    upstream_connections: int = 32
+    upstream_connections: int = 16  # [server] upstream_connections
 
     def body_limit(self, rpc: str) -> int:
         return self.max_object_bytes if rpc in LARGE_BODY_RPCS else self.max_request_bytes
