@@ -57,12 +57,3 @@ class DataError(EdgeflError):
 
 class StateWriteError(EdgeflError):
     exit_code = ExitCode.CANT_CREATE
-
-
-class TrustError(EdgeflError):
-    """The two ends cannot trust each other as configured (wrong CA, TLS on one side only, no node key).
-
-    Retrying cannot fix it, so the client exits 78 like a bad config file and systemd does not restart it.
-    """
-
-    exit_code = ExitCode.CONFIG

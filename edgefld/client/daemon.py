@@ -9,11 +9,14 @@ comes back. It tells systemd when it is registered (READY), what the last
 round did (STATUS) and that it is alive (WATCHDOG).
 
 Before each start it probes the server (edgefld.tls): a CA that does not sign
-the server's certificate, or TLS on one side only, is named in one line and,
-three times in a row, ends the daemon with status 78 (systemd does not restart
-it) instead of a SuperNode retrying silently. A key the server has not
-enrolled is named too, and retried: enrolling it on the server is the fix.
-The SuperNode is edgefld.client.supernode, Flower's with a FAB check.
+the server's certificate, a name mismatch, or TLS on one side only, is named in
+one line and retried with a growing backoff (capped at [client] refusal_backoff_max),
+so a server fixed later is rejoined without touching the board. Nothing the
+network answers ends the daemon: whoever can answer in the server's place
+could otherwise disable boards that systemd would never restart. Status 78
+stays for local configuration errors (found before any connection). A key the
+server has not enrolled is named too, and retried. The SuperNode is
+edgefld.client.supernode: Flower's, with a FAB check and bounded reads.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefld.backends.catalog import installed_backends
+from edgefld.client.bounded_reads import GRACE_ENV, MAX_REPLY_ENV, MIN_RATE_ENV
 from edgefld.config import Config
 from edgefld.config.schema import toml_literal
-from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError, TrustError
+from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError
 from edgefld.hardware import detect_board
 from edgefld.logs import get_logger, setup_logging
 from edgefld.pki import PkiError, node_key_fingerprint
@@ -45,14 +49,17 @@ log = get_logger("client")
 
 POLL_S = 0.5
 BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it registers
+# After the server's answer turned this board away (wrong CA, name mismatch, TLS on one side): a
+# fix takes a person, so retry ever more slowly (doubling, up to [client] refusal_backoff_max), but
+# never give up for good.
+REFUSAL_BACKOFF_FIRST_S = 5
 _REGISTERED = re.compile(r"SuperNode ID: (\d+)")
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
-TRUST_FAILURES_BEFORE_EXIT = 3  # in a row: one could be a glitch, three are a configuration
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why the server turned this board away; ``fatal``: only a configuration change can fix it."""
+    """Why the server turned this board away; ``fatal``: only a change (here or on the server) can fix it."""
 
     message: str
     fatal: bool
@@ -117,7 +124,7 @@ class ClientDaemon:
             log.info("profile note: %s", note)
         config_path = self._write_node_config(profile)
         log.info("connecting to %s with %s", self.client.server, self._describe_security())
-        attempt = trust_failures = 0
+        attempt = refusals = 0
         started_at = time.monotonic()
         while not self.stopping.is_set():
             refusal = self._probe()
@@ -129,14 +136,14 @@ class ClientDaemon:
                 refusal = self.refusal
             if self.registered.is_set():
                 attempt = 0
-            trust_failures = trust_failures + 1 if refusal is not None and refusal.fatal else 0
-            if trust_failures >= TRUST_FAILURES_BEFORE_EXIT:
-                self.notifier.set_status(refusal.message)
-                raise TrustError(refusal.message)
-            delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-            attempt += 1
+            refusals = refusals + 1 if refusal is not None and refusal.fatal else 0
+            if refusals:
+                delay = min(REFUSAL_BACKOFF_FIRST_S << min(refusals - 1, 20), self.client.refusal_backoff_max)
+            else:
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                attempt += 1
             if refusal is not None:
-                log.error("%s; trying again in %d s", refusal.message, delay)
+                log.warning("%s; trying again in %d s", refusal.message, delay)
                 self.notifier.set_status(f"{refusal.message}; trying again in {delay} s")
             else:
                 reason = ("the server no longer knows this node (it restarted)" if code == 0
@@ -203,6 +210,8 @@ class ClientDaemon:
         env = flower_environment(self.state_dir / "flwr", {
             # Reaches every ClientApp process: a backend must not spawn more threads than the profile allows.
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+            MAX_REPLY_ENV: str(self.client.max_reply_mb * 1024 * 1024), MIN_RATE_ENV: str(self.client.min_read_rate),
+            GRACE_ENV: str(self.client.read_grace),
         })
         self.registered.clear()
         self.refusal = None

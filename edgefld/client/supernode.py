@@ -8,6 +8,7 @@ checks each run's FAB where the SuperNode first fetches it, before storing it
 for a ClientApp: a foreign one gets Flower's own "FAB could not be verified"
 error reply, as an unsigned FAB would with trusted entities, and nothing of
 it is installed or imported. The check wraps one function of the pinned flwr.
+Every answer the SuperNode reads is bounded in size and rate (edgefld.client.bounded_reads).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any, Callable
 
 from flwr.app import Error, Message
 from flwr.common.logger import log
+from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.cli import flower_supernode
 
+from edgefld.client.bounded_reads import bound, bounds_from_environment
 from edgefld.server.fab import foreign_fab_problem
 
 _pull_and_store_message = supernode_internal._pull_and_store_message
@@ -58,8 +61,23 @@ def _checked_pull_and_store_message(**kwargs: Any) -> int | None:
         return int(message.metadata.run_id)
 
 
+def _bound_replies(max_reply_bytes: int, min_rate: int, grace: float) -> None:
+    """Every Fleet client the SuperNode makes reads at most max_reply_bytes per answer, at min_rate or faster
+    once grace seconds have passed."""
+    original_init = ProtobufClient.__init__
+
+    def bounded_init(self: ProtobufClient, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        bound(self._client, max_reply_bytes, min_rate, grace)
+
+    ProtobufClient.__init__ = bounded_init  # type: ignore[method-assign]
+
+
 def main() -> None:
     supernode_internal._pull_and_store_message = _checked_pull_and_store_message
+    bounds = bounds_from_environment()
+    if bounds is not None:
+        _bound_replies(*bounds)
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 

@@ -247,6 +247,21 @@ KEYS: tuple[Key, ...] = (
     Key("client", "heavy_task_min_watts", "int", 15, minimum=0, maximum=1000,
         doc="Lowest Jetson power mode, in watts as its name states (5W, MODE_10W, MODE_15W_6CORE), in which "
             "the board takes a heavy task (cifar10); MAXN always does. 0: no power-mode check."),
+    Key("client", "max_reply_mb", "int", 16, minimum=6, maximum=4096,
+        doc="Largest answer from the server in MiB (Flower moves models in pieces of at most 5 MiB); a larger "
+            "or endless one is dropped and retried, so a hostile server cannot exhaust the board's memory."),
+    Key("client", "min_read_rate", "int", 1024, minimum=1, maximum=1_000_000_000,
+        doc="Bytes per second an answer from the server must average once read_grace has passed; a slower "
+            "one (a server dripping bytes) is dropped and retried instead of hanging the board."),
+    Key("client", "read_grace", "float", 30.0, minimum=1.0, maximum=600.0,
+        doc="Seconds an answer from the server may take before min_read_rate applies: 30 is Flower's own "
+            "per-request timeout, and a loaded server may think that long before it answers. Lower only "
+            "where the server always answers at once (it bounds how long a drip holds the board)."),
+    Key("client", "refusal_backoff_max", "int", 300, minimum=5, maximum=86_400,
+        doc="Longest wait in seconds between tries after the server's answer turned this board away (a CA "
+            "that does not sign its certificate, a name mismatch, TLS on one side only): the wait doubles "
+            "from 5 s up to this, so a server fixed later is rejoined within this long, without touching "
+            "the board."),
     # --- [server]: the federation's coordinator ------------------------------------------
     Key("server", "listen", "host_port", f"0.0.0.0:{DEFAULT_FLEET_PORT}", flag="--listen",
         doc="Address the Fleet API listens on for boards. Only the Fleet API is served here; "
@@ -288,6 +303,30 @@ KEYS: tuple[Key, ...] = (
     Key("server", "round_timeout", "float", 600.0, minimum=1.0, maximum=86_400.0,
         doc="Seconds a round waits for the boards' replies; a board that has not answered by then "
             "counts as failed for that round."),
+    Key("server", "max_connections", "int", 4096, minimum=16, maximum=1_000_000,
+        doc="Connections the Fleet gateway holds at once; one more is closed at once (each board keeps one or "
+            "two). Kept within the process's file descriptors (the unit sets LimitNOFILE=65536)."),
+    Key("server", "head_timeout", "float", 10.0, minimum=0.1, maximum=3600.0,
+        doc="Seconds a connection has to finish its TLS handshake and each request head; a connection that "
+            "sends nothing, or a head byte by byte, is closed then."),
+    Key("server", "idle_timeout", "float", 15.0, minimum=1.0, maximum=3600.0,
+        doc="Seconds an idle keep-alive connection stays open between requests."),
+    Key("server", "min_transfer_rate", "int", 8192, minimum=1, maximum=1_000_000_000,
+        doc="Bytes per second a request body (and a client reading an answer) must average once "
+            "transfer_grace has passed; a slower one is dropped."),
+    Key("server", "transfer_grace", "float", 10.0, minimum=0.1, maximum=3600.0,
+        doc="Seconds any body or answer may take before min_transfer_rate applies."),
+    Key("server", "max_object_mb", "int", 8, minimum=1, maximum=1024,
+        doc="Largest push-object body in MiB: Flower sends models in chunks of at most 5 MiB, so 8 covers any "
+            "model; a larger announced body is refused before it is read."),
+    Key("server", "max_request_kb", "int", 1024, minimum=16, maximum=1_048_576,
+        doc="Largest body in KiB of every other Fleet request (they carry ids and metadata, not models)."),
+    Key("server", "upstream_connections", "int", 16, minimum=1, maximum=4096,
+        doc="Requests forwarded to the SuperLink at once; more wait their turn. The SuperLink reads each "
+            "body whole, so this times max_object_mb bounds the bodies it holds (16 x 8 MiB = 128 MiB). "
+            "A connection stays taken while its answer streams to the board, so too few let slow boards "
+            "hold up the rest: under 40 concurrent 8 MiB bodies an honest round took 17 s at 8, 14 s at "
+            "16 and 22 s at 32, with every body answered (bench/bench_gateway.py --flood-rounds)."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),

@@ -63,7 +63,9 @@ class Control:
             return getattr(self._client, method)(request)
         except httpx.HTTPStatusError as err:
             flower = FlowerError.from_json(err.response.text)
-            detail = f"code {flower.code}: {flower.message}" if flower is not None else err.response.text[:300]
+            detail = (f"code {flower.code}: {flower.message}" + (f" {flower.public_details}" if flower.public_details
+                                                                 else "")
+                      if flower is not None else err.response.text[:300])
             raise ControlError(f"{method} refused (HTTP {err.response.status_code}, {detail})") from None
         except httpx.HTTPError as err:
             raise ControlError(f"{method} failed: SuperLink unreachable ({err})") from None

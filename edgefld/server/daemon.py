@@ -3,7 +3,7 @@
     config -> SuperLink on 127.0.0.1 (state database under state_dir; node authentication on its
               own loopback TLS when node_auth is on)
            -> the enrolled node keys registered with it, kept in step with [server] enrolled_keys
-           -> FleetProxy on [server] listen (Fleet API only; TLS terminates there)
+           -> FleetGateway on [server] listen (Fleet API only, re-originated; TLS terminates there)
            -> submit the thin FAB, follow the run, one log line per round
            -> resubmit after a failure or a restart: the ServerApp resumes from its checkpoint
 
@@ -30,7 +30,7 @@ from edgefld.logs import get_logger, setup_logging
 from edgefld.persist import load_latest_checkpoint, read_jsonl, reconcile_metrics
 from edgefld.pki import NodeKey, enrolled_keys, fingerprint_of_pem
 from edgefld.server.fab import build_fab
-from edgefld.server.fleet_proxy import FleetProxy
+from edgefld.server.fleet_gateway import FleetGateway, GatewayLimits
 from edgefld.server.superlink import SuperLink
 from edgefld.systemd import Notifier
 from edgefld.tls import ServerSecurity, server_context, server_security
@@ -61,7 +61,7 @@ class ServerDaemon:
         self.security: ServerSecurity = server_security(self.server, config.source)
         self.superlink: SuperLink | None = None
         self.control: Any = None
-        self.proxy: FleetProxy | None = None
+        self.proxy: FleetGateway | None = None
         self.enrolled: dict[bytes, NodeKey] = {}  # PEM -> key, as last registered with the SuperLink
         self._enrolled_listing: object = None  # what the directory looked like at the last sync
         self.run_id: int | None = None
@@ -155,8 +155,9 @@ class ServerDaemon:
                 log.warning("no board is enrolled yet: every board will be refused until its key is (`edgefl enrol "
                             "KEY.pub`; keys go to %s)", self.server.enrolled_keys)
         host, port = parse_host_port(self.server.listen)
-        self.proxy = FleetProxy(host, port, "127.0.0.1", self.superlink.port, ssl_context=listener_tls,
-                                upstream_ssl=self.superlink.client_context(), on_node_refused=self._node_refused)
+        self.proxy = FleetGateway(host, port, "127.0.0.1", self.superlink.port, ssl_context=listener_tls,
+                                  upstream_ssl=self.superlink.client_context(), on_node_refused=self._node_refused,
+                                  limits=GatewayLimits.from_server_config(self.server))
         try:
             self.proxy.start()
         except OSError as exc:

@@ -1,8 +1,9 @@
-"""Flower's SuperLink as a child process, bound to loopback only."""
+"""Flower's SuperLink as a child process, bound to loopback only, running edgefl's thin FAB only (edgefld.server.link)."""
 
 from __future__ import annotations
 
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ from typing import Callable
 
 from edgefld.errors import EdgeflError
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
-from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
+from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 
 LOOPBACK_TLS_DIR = "loopback-tls"
 
@@ -54,11 +55,15 @@ class SuperLink:
         return ["--ssl-ca-certfile", str(directory / "ca.crt"), "--ssl-certfile", str(directory / "superlink.crt"),
                 "--ssl-keyfile", str(directory / "superlink.key"), "--enable-supernode-auth"]
 
+    def command(self) -> list[str]:
+        """How the SuperLink is started: Flower's, with edgefl's FAB check (edgefld.server.link)."""
+        return [sys.executable, "-m", "edgefld.server.link"]
+
     def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
         """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
         security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
-            tool_path("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(self.port),
+            *self.command(), *security, "--host", "127.0.0.1", "--port", str(self.port),
             "--database", str(self.state_dir / "superlink.db"), "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,7 @@ def test_check_config_real_process_exit_status(tmp_path, edgefl_exe):
     ko = subprocess.run([*edgefl_exe, "check-config", str(bad)], capture_output=True, text=True, timeout=30)
     assert ko.returncode == 78
     assert ko.stderr == (f'edgefl: {bad}:4: [client] bakend: unknown key (did you mean "backend"?); '
-                         "keys allowed in [client]: cid, server, backend, threads, data_dir, state_dir, runtime_port, tls, ca, key, ready_timeout, guards, memory_margin_mb, heavy_task_min_watts\n")
+                         "keys allowed in [client]: cid, server, backend, threads, data_dir, state_dir, runtime_port, tls, ca, key, ready_timeout, guards, memory_margin_mb, heavy_task_min_watts, max_reply_mb, min_read_rate, read_grace, refusal_backoff_max\n")
 
 
 def test_building_the_parser_imports_no_heavy_package():

@@ -76,6 +76,10 @@ class Federation:
 
     def __post_init__(self) -> None:
         self.config_path = self.root / "edgefl.toml"
+        self.write_config()
+
+    def write_config(self) -> None:
+        """(Re)write the TOML file from server_config and client_config: a daemon started later reads it."""
         lines = ["[server]", f'listen = "{self.listen_host}:{self.port}"', 'state_dir = "server"', 'data_dir = "data"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.server_config.items()]
         lines += ["", "[client]", "cid = 0", f'server = "{self.listen_host}:{self.port}"', 'data_dir = "data"',
@@ -104,8 +108,8 @@ class Federation:
         self.daemons.append(daemon)
         return daemon
 
-    def start_server(self, name: str = "server") -> Daemon:
-        return self._start(name, ["server"])
+    def start_server(self, name: str = "server", *extra: str) -> Daemon:
+        return self._start(name, ["server", *extra])
 
     def start_client(self, cid: int, *extra: str, env: dict[str, str] | None = None,
                      prefix: list[str] | None = None) -> Daemon:

@@ -2,9 +2,9 @@
 
 A board (here: a network namespace of our own, joined to this host by a veth
 pair) can reach the Fleet API on [server] listen, and nothing else: a Control
-request through that address gets 403 from edgefl's proxy, and the SuperLink's
+request through that address gets 403 from edgefl's gateway, and the SuperLink's
 own port is bound to 127.0.0.1, so from the namespace nothing answers there.
-The same holds over TLS (the default beyond loopback), where the proxy decrypts
+The same holds over TLS (the default beyond loopback), where the gateway decrypts
 and the SuperLink may speak its own loopback TLS behind it.
 """
 
@@ -78,7 +78,7 @@ def test_control_api_refused_from_a_non_loopback_address(federation, board_names
     fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
     assert ("TLS, enrolled boards only" if tls else "plain HTTP") in server.log()
     superlink = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in descendants(server.process.pid)]
-    superlink = [argv for argv in superlink if any(b"flower-superlink" in a for a in argv)][0]
+    superlink = [argv for argv in superlink if b"edgefld.server.link" in argv][0]
     superlink_port = int(superlink[superlink.index(b"--port") + 1])
     assert superlink[superlink.index(b"--host") + 1] == b"127.0.0.1"
 
@@ -89,7 +89,7 @@ def test_control_api_refused_from_a_non_loopback_address(federation, board_names
     for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/get-nodes", "/docs"):
         assert seen[path][0] == 403, (path, seen[path])
         assert "only the Fleet API" in seen[path][1]
-    # The Fleet API itself is served (Flower answers the empty request itself, not the proxy's 403).
+    # The Fleet API itself is served (Flower answers the empty request itself, not the gateway's 403).
     assert seen["/v1/fleet/get-run"][0] != 403, seen
     assert seen["superlink-port"] == "ConnectionRefusedError"
-    assert "refused 10.213.77.2: 'POST /v1/control/list-runs HTTP/1.1'" in server.log()
+    assert "refused 10.213.77.2: POST '/v1/control/list-runs' is not the Fleet API" in server.log()

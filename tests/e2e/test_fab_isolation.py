@@ -87,10 +87,17 @@ def _fab(components: tuple[str, str], files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+class BareSuperLink(SuperLink):
+    """Flower's own SuperLink, without edgefl's server-side FAB check: the board's check alone is tested here."""
+
+    def command(self) -> list[str]:
+        return [tool_path("flower-superlink")]
+
+
 def test_a_fab_carrying_code_cannot_run_it_on_an_edgefl_board(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
-    superlink = SuperLink(tmp_path / "link", tmp_path / "superlink.log")
+    superlink = BareSuperLink(tmp_path / "link", tmp_path / "superlink.log")
     bare = None
     fed = None
     try:

@@ -79,7 +79,7 @@ def test_server_killed_mid_run_resumes_from_its_checkpoint(federation):
     clients = [fed.start_client(0), fed.start_client(1)]
     fed.wait_for("round 1 in the metrics", lambda: _rounds(fed) == [1], timeout=180)
     superlink_pids = [pid for pid in descendants(server.process.pid)
-                      if b"flower-superlink" in open(f"/proc/{pid}/cmdline", "rb").read()]
+                      if b"edgefld.server.link" in open(f"/proc/{pid}/cmdline", "rb").read()]
     assert superlink_pids
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
