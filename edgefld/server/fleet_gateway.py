@@ -75,6 +75,7 @@ NODE_DOOR = frozenset({"activate-node", "register-node"})
 MAX_HEAD_BYTES = 16 * 1024  # h11's default; a SuperNode's head is well under 1 KiB
 FD_RESERVE = 256  # descriptors kept for the daemon itself (SuperLink pipes, state, control calls)
 REFUSAL_INTERVAL_S = 60.0
+STOP_GRACE_S = 2.0  # what stop() waits for requests in flight to end
 MAX_TRACKED_SOURCES = 1024
 _CONNECTION = "edgefl.connection"  # scope key: the protocol serving the request
 
@@ -322,8 +323,14 @@ class FleetGateway:
         tasks = [task for task in self._state.tasks]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(flusher, *tasks, return_exceptions=True)
-        await self._client.aclose()
+        # A request whose answer the SuperLink stopped sending in mid-body does not end on cancellation:
+        # httpcore closes the stream shielded from it. Stopping does not wait for such a request
+        # (STOP_GRACE_S), nor for the client's connections to close.
+        await asyncio.wait([flusher, *tasks], timeout=STOP_GRACE_S)
+        try:
+            await asyncio.wait_for(self._client.aclose(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            log.debug("fleet gateway: upstream connections not closed within %s s", STOP_GRACE_S)
         self.refusals.flush(force=True)
 
     async def _flush_refusals(self) -> None:
@@ -352,11 +359,19 @@ class FleetGateway:
         try:
             await self._serve(scope, receive, send, connection)
         except (_SlowTransfer, _ClientGone, OSError, MemoryError, asyncio.TimeoutError, h11.LocalProtocolError,
-                RuntimeError) as exc:
-            # Whatever one connection did wrong ends that connection only.
+                RuntimeError, httpx.HTTPError) as exc:
+            # Whatever one connection did wrong ends that connection only; so does a SuperLink that stops
+            # answering in mid-answer (httpx.HTTPError: it is restarting, or the daemon is stopping).
             log.debug("connection ended: %r", exc)
             if connection is not None:
                 connection.abort()
+        except asyncio.CancelledError:
+            # stop() cancels the requests in flight: end them quietly (uvicorn would log a traceback for
+            # each). A cancellation while not stopping is nobody's of ours: let it surface.
+            if connection is not None:
+                connection.abort()
+            if self._stop is None or not self._stop.is_set():
+                raise
 
     async def _serve(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any],
                      connection: _Connection | None) -> None:

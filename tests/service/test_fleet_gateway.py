@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edgefld.server.fleet_gateway import FLEET_RPCS, MAX_HEAD_BYTES, FleetGateway, GatewayLimits
+from edgefld.server.fleet_gateway import FLEET_RPCS, MAX_HEAD_BYTES, STOP_GRACE_S, FleetGateway, GatewayLimits
 
 CHUNKS = [b"7;name=value\r\nchunked\r\n", b"1\r\n \r\n", b"A\r\n0123456789\r\n"]
 CHUNKED_END = b"0\r\nX-Trailer: yes\r\n\r\n"
@@ -593,3 +593,49 @@ def test_node_refusals_are_reported_with_the_key(upstream):
     finally:
         gateway.stop()
     assert seen == [("127.0.0.1", 412, b"key")]
+
+
+def test_stop_while_an_answer_streams_logs_nothing_at_error(caplog):
+    """stop() cancels the requests in flight; an answer half sent ends quietly (uvicorn logged an
+    'Exception in ASGI application' traceback for each before), and stop() does not wait on an upstream
+    that stalled in mid-answer (it waited for ever before)."""
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(1)
+    held: list[socket.socket] = []
+
+    def serve() -> None:  # answers with a head and half a body, then holds the connection
+        connection, _ = upstream.accept()
+        held.append(connection)
+        connection.settimeout(TIMEOUT)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/protobuf\r\nContent-Length: 100000\r\n\r\n"
+                           + b"x" * 1000)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    gateway = _start_gateway(upstream.getsockname()[1], GatewayLimits(**{**TEST_LIMITS.__dict__,
+                                                                         "transfer_grace": 30.0}))
+    client = _connect(gateway)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            client.sendall(_post("/v1/fleet/pull-messages", b"1"))
+            client.settimeout(TIMEOUT)
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            gateway.stop()
+            assert not gateway._thread.is_alive()
+            assert time.monotonic() - started < 3 * STOP_GRACE_S
+            client.close()
+            for connection in held:  # the request left behind now fails upstream: still nothing at ERROR
+                connection.close()
+            time.sleep(0.2)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    finally:
+        client.close()
+        for connection in held:
+            connection.close()
+        upstream.close()
+        thread.join(TIMEOUT)
