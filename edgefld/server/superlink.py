@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Callable
 
 from edgefld.errors import EdgeflError
+from edgefld.logs import get_logger
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
+from edgefld.server.superlink_db import prepare_database
+
+log = get_logger("server")
 
 LOOPBACK_TLS_DIR = "loopback-tls"
 
@@ -56,10 +60,14 @@ class SuperLink:
 
     def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
         """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
+        database = self.state_dir / "superlink.db"
+        note = prepare_database(database)
+        if note:
+            log.warning("%s", note)
         security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
             tool_path("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(self.port),
-            "--database", str(self.state_dir / "superlink.db"), "--disable-runtime-dependency-installation",
+            "--database", str(database), "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as output:
