@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
 import time
 import urllib.error
@@ -71,7 +72,10 @@ class SuperLink:
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as output:
-            self.process = spawn(argv, flower_environment(self.state_dir / "flwr"), output)
+            # Killed outright if this daemon dies: its state is SQLite's to keep consistent, and its
+            # superexec and ServerApp go with it (edgefld.procs).
+            self.process = spawn(argv, flower_environment(self.state_dir / "flwr"), output,
+                                 parent_death=signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
