@@ -6,15 +6,38 @@ on PATH that run this. It sets PR_SET_PDEATHSIG to SIGKILL and runs Flower's
 console script of that name in this process. When the parent is gone the
 child's work has nowhere to go (a ClientApp's reply, a superexec's tasks), so
 it ends at once: nothing outlives its daemon, whatever killed it.
+
+The SuperLink runs through here too (edgefld.server.superlink), for one more
+reason: Flower logs every API error at ERROR, including one that is part of
+normal operation for edgefl. After a server restart edgefl retires the run
+left over from before it, and a board that trained for that run then pushes
+a reply the SuperLink refuses ("[ApiError:2007] ... Run is finished"): the
+board is told, the reply is dropped, nothing is wrong. Those lines are logged
+at INFO; every other error stays an ERROR.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from importlib.metadata import entry_points
 
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
+
+
+SUPERLINK = "flower-superlink"
+# (path prefix, Flower API error code) of refusals that are expected: see above.
+EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"),)
+
+
+class ExpectedErrorsAtInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            text = str(record.msg)
+            if any(text.startswith(path) and code in text for path, code in EXPECTED_API_ERRORS):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def _parent_pid(args: list[str]) -> int | None:
@@ -26,10 +49,13 @@ def _parent_pid(args: list[str]) -> int | None:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in FLOWER_CHILDREN:
-        sys.exit(f"usage: python -m edgefld.flower_entry {{{','.join(FLOWER_CHILDREN)}}} ARGS...")
+    names = (*FLOWER_CHILDREN, SUPERLINK)
+    if len(sys.argv) < 2 or sys.argv[1] not in names:
+        sys.exit(f"usage: python -m edgefld.flower_entry {{{','.join(names)}}} ARGS...")
     name, args = sys.argv[1], sys.argv[2:]
     die_with_parent(signal.SIGKILL, _parent_pid(args))
+    if name == SUPERLINK:
+        logging.getLogger("flwr").addFilter(ExpectedErrorsAtInfo())
     (entry,) = entry_points(group="console_scripts", name=name)
     sys.argv = [name, *args]  # Flower tells its processes apart by argv[0]
     sys.exit(entry.load()())

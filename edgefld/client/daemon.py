@@ -58,11 +58,13 @@ class Refusal:
     fatal: bool
 
 
-def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/") -> dict[str, Any]:
+def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/",
+                board: str = "") -> dict[str, Any]:
     """What the ClientApp reads from context.node_config (see edgefld.apps.settings)."""
     c = config.client
     return {
         "cid": c.cid,
+        "board": board,
         "data-dir": c.data_dir,
         "backend": profile.backend,
         "device": profile.device,
@@ -115,7 +117,7 @@ class ClientDaemon:
                  ",".join(profile.tasks))
         for note in profile.notes:
             log.info("profile note: %s", note)
-        config_path = self._write_node_config(profile)
+        config_path = self._write_node_config(profile, board.model or board.family)
         log.info("connecting to %s with %s", self.client.server, self._describe_security())
         attempt = trust_failures = 0
         started_at = time.monotonic()
@@ -176,10 +178,10 @@ class ClientDaemon:
                            "on the server", fatal=True)
         return None
 
-    def _write_node_config(self, profile: Profile) -> Path:
+    def _write_node_config(self, profile: Profile, board: str) -> Path:
         path = self.state_dir / "node-config.toml"
-        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile,
-                                                                             self.status_file, self.sysroot).items())
+        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile, self.status_file,
+                                                                             self.sysroot, board).items())
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from typing import Callable
 from edgefld.errors import EdgeflError
 from edgefld.logs import get_logger
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
-from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree, tool_path
+from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.server.superlink_db import prepare_database
 
 log = get_logger("server")
@@ -67,7 +68,8 @@ class SuperLink:
             log.warning("%s", note)
         security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
-            tool_path("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "-m", "edgefld.flower_entry", "flower-superlink", *security,
+            "--host", "127.0.0.1", "--port", str(self.port),
             "--database", str(database), "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
