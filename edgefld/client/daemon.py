@@ -101,7 +101,10 @@ class ClientDaemon:
             raise ConfigError(str(exc), source=config.source, key="[client] key") from None
         self.registered = threading.Event()
         self.node_id: str | None = None
-        self._status_mtime = 0.0
+        try:  # the last round a previous instance of this daemon reported is not news
+            self._status_mtime = self.status_file.stat().st_mtime
+        except OSError:
+            self._status_mtime = 0.0
         self._ready_sent = False
 
     def run(self) -> int:

@@ -21,6 +21,9 @@ threads would hold it up to 5 s more).
 When the daemon dies (SIGKILL, OOM) the kernel sends PARENT_DEATH_SIGNAL: its
 output pipe is gone, so output goes to /dev/null, and the same orderly exit
 runs within EXIT_BOUND_S: the daemon's tree goes with it within a second.
+A stop never cuts a reply being pushed in half (_Push): the SuperLink would
+hold a message whose objects never all arrive and the server's round would
+wait for it past its own timeout; a push in flight gets up to PUSH_GRACE_S.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ from edgefld.procs import descendants, die_with_parent
 from edgefld.server.fab import foreign_fab_problem
 
 EXIT_BOUND_S = 0.9  # from the daemon's death to this process gone, its children first
+PUSH_GRACE_S = 5.0  # ... unless it is pushing a reply: a reply cut in half would stall the server's round
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 CLIENTAPP_GRACE_S = 0.5  # for a ClientApp to report its task as stopped
 
 _pull_and_store_message = supernode_internal._pull_and_store_message
+_push_messages = supernode_internal._push_messages
+_register_signal_handlers = supernode_internal.register_signal_handlers
 
 
 class ForeignFab(Exception):
@@ -81,6 +87,61 @@ def _checked_pull_and_store_message(**kwargs: Any) -> int | None:
         reply = Message(Error(supernode_internal.FAB_VERIFICATION_ERROR.code, str(exc)), reply_to=message)
         supernode_internal._insert_message(reply, kwargs["state"], kwargs["object_store"])
         return int(message.metadata.run_id)
+
+
+class _Push:
+    """A reply being pushed to the SuperLink, from its first byte to its confirmation.
+
+    A stop signal in the middle would leave the SuperLink a message whose objects never all
+    arrive, and the server's round waiting for it (past its own timeout): a stop is deferred
+    until the push is over, then handled.
+    """
+
+    active = False
+    deferred: list[int] = []
+
+
+def _pushing_send(send: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        _Push.active = True
+        return send(*args)
+    return run
+
+
+def _atomic_push_messages(**kwargs: Any) -> None:
+    try:
+        _push_messages(**dict(kwargs, send=_pushing_send(kwargs["send"])))
+    finally:
+        _Push.active = False
+        if _Push.deferred:
+            signal.raise_signal(_Push.deferred.pop(0))
+
+
+def _deferring(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    def run(signum: int, frame: Any) -> None:
+        if _Push.active:
+            _Push.deferred.append(signum)
+            return
+        handler(signum, frame)
+    return run
+
+
+def _register_deferring_signal_handlers(*args: Any, **kwargs: Any) -> None:
+    _register_signal_handlers(*args, **kwargs)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            signal.signal(sig, _deferring(handler))
+
+
+def _exit_soon() -> None:
+    """Within EXIT_BOUND_S, or PUSH_GRACE_S while a reply is being pushed, this process is gone."""
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        if waited >= PUSH_GRACE_S or (waited >= EXIT_BOUND_S and not _Push.active):
+            os._exit(1)
+        time.sleep(0.02)
 
 
 def _command(pid: int) -> bytes:
@@ -126,9 +187,7 @@ def _on_parent_death(signum: int, frame: Any) -> None:
     if _parent_died.is_set():
         return
     _parent_died.set()
-    bound = threading.Timer(EXIT_BOUND_S, os._exit, (1,))
-    bound.daemon = True
-    bound.start()
+    threading.Thread(target=_exit_soon, daemon=True).start()
     devnull = os.open(os.devnull, os.O_WRONLY)
     for fd in (1, 2):
         if stat.S_ISFIFO(os.fstat(fd).st_mode):  # the pipe to the daemon is broken: writes would fail (EPIPE)
@@ -138,6 +197,8 @@ def _on_parent_death(signum: int, frame: Any) -> None:
 
 def main() -> None:
     supernode_internal._pull_and_store_message = _checked_pull_and_store_message
+    supernode_internal._push_messages = _atomic_push_messages
+    supernode_internal.register_signal_handlers = _register_deferring_signal_handlers
     add_exit_handler(end_children_first, run_before_force_exit=True)
     signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
     parent = os.environ.get("EDGEFL_PARENT_PID", "")
