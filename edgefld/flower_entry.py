@@ -58,6 +58,11 @@ def main() -> None:
         logging.getLogger("flwr").addFilter(ExpectedErrorsAtInfo())
     (entry,) = entry_points(group="console_scripts", name=name)
     sys.argv = [name, *args]  # Flower tells its processes apart by argv[0]
+    # Flower's process must import as it would without us: a ServerApp or ClientApp resolves
+    # `edgefld` through sys.path as Flower arranges it (tests/e2e/test_fab_isolation.py), not
+    # through the copy this launcher imported.
+    for module in [m for m in sys.modules if m == "edgefld" or m.startswith("edgefld.")]:
+        del sys.modules[module]
     sys.exit(entry.load()())
 
 

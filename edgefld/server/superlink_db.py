@@ -119,6 +119,7 @@ def prepare_database(path: Path) -> str | None:
     Each step leaves a startable state if the process is killed during it: the
     work happens on ``<name>.new`` and one rename publishes it.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     work = path.with_name(path.name + WORK_SUFFIX)
     _remove(work)
     if not path.exists() or path.stat().st_size == 0:
