@@ -141,6 +141,8 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
         fed.wait_for(f"the restarted client to train round {round_ + 1}",
                      lambda: f"round {round_ + 1} train: " in clients[1].log()[offset:], timeout=120)
         figures[f"{how.name} -> next trained round"] = time.monotonic() - killed_at
+        # The restarted daemon reports its own rounds only, not its predecessor's last one again.
+        assert f"round {round_ - 1} train:" not in clients[1].log()[offset:], clients[1].log()[offset:]
         say(f"client 1 restarted; trained round {round_ + 1} {figures[f'{how.name} -> next trained round']:.1f} s "
             "after the signal")
         records = {r["round"]: r for r in fed.metrics()}
