@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv
 	PYTHON=$(PYTHON) scripts/bootstrap-venv $(VENV) $(EXTRAS)
 	touch $@
 
-demo: venv
-	$(VENV)/bin/edgefl demo
+# `make demo`: its own venv with edgefl and one backend only (BACKEND=litert, the lightest that
+# trains the demo task; BACKEND=torch or tensorflow for those, torch as its CPU-only build),
+# pip's progress shown. `make test` still builds .venv with everything it tests.
+BACKEND ?= litert
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.edgefl-demo-$(BACKEND)
+DEMO_ARGS ?=
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/edgefl demo $(DEMO_ARGS)
+
+$(DEMO_STAMP): pyproject.toml scripts/bootstrap-venv
+	rm -f $(DEMO_VENV)/.edgefl-demo-*
+	PROGRESS=1 TORCH_CPU_ONLY=1 PYTHON=$(PYTHON) scripts/bootstrap-venv $(DEMO_VENV) $(BACKEND)
+	touch $@
 
 # All tests: the pytest suite, LiteRT's numerics on the other CPU kinds, the fault scenarios, then
 # (as root, which systemd-nspawn needs) the system test of the .debs under a real systemd.
@@ -57,7 +70,7 @@ litert-models:
 	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python -m edgefld.backends.litert_build
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) build *.egg-info .pytest_cache
 
 # ---- Debian packages (packaging/README.md) ----------------------------------
 # make deb [ARCH=arm64] [DEB_REVISION=1]: dist/edgefl_<ver>_<arch>.deb and

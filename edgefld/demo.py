@@ -115,6 +115,7 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
                   f"{record.get('client_handler_seconds_max', 0):.1f} s (loading the backend "
                   f"{record.get('client_prepare_seconds_max', 0):.1f} s), training "
                   f"{record.get('client_train_seconds_max', 0):.1f} s\n")
+    out.write(f"edgefl demo: config, state and logs are in {work} (kept; remove it when done)\n")
     if code == 0 and len(records) < rounds:
         return 1
     return code

@@ -1,31 +1,59 @@
-"""Child processes of the daemons: started so they cannot outlive us, stopped by pid.
+"""Child processes of the daemons: started so they cannot outlive us, stopped by pid, in order.
 
-Flower's SuperLink and SuperNode start children of their own (superexec,
-ServerApp and ClientApp processes). Each child we start leads a new process
-group, so stopping it stops its whole tree; and it gets PR_SET_PDEATHSIG, so
-a daemon killed with SIGKILL does not leave an orphaned SuperLink behind.
+Flower's SuperLink and SuperNode start children of their own (flower-superexec,
+which starts flwr-serverapp and flwr-clientapp processes, the SuperLink's in a
+session of its own). Every process of that tree dies with its parent, however
+the parent died (SIGKILL and the OOM killer included), so nothing outlives a
+daemon by more than about a second:
+
+- each child we start leads a new process group and gets PR_SET_PDEATHSIG
+  (``spawn``); the SuperNode turns it into an orderly leave
+  (edgefld.client.supernode), the SuperLink simply dies (SQLite keeps its
+  database consistent);
+- Flower starts its own children by name from PATH: ``flower_environment``
+  puts first on PATH small launchers for them (edgefld.flower_entry) that set
+  PR_SET_PDEATHSIG to SIGKILL before Flower's code runs (Flower's own
+  ``--parent-pid`` watch only asks them to exit gracefully, which took 9-30 s
+  for a ClientApp trying to report to a SuperNode that is gone).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 _PR_SET_PDEATHSIG = 1
+# Flower's processes that Flower itself starts by name; each gets a launcher (edgefld.flower_entry).
+FLOWER_CHILDREN = ("flower-superexec", "flwr-clientapp", "flwr-serverapp")
+LAUNCHER_DIR = "bin"  # under FLWR_HOME
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent(sig: int, parent_pid: int | None = None) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies.
+
+    ``parent_pid``: the parent it was started by. If that one died before this call, the
+    signal would never come (we already have a new parent): this process gets it now.
+    """
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
     except OSError:
-        pass
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
+
+
+def _preexec(sig: int, parent_pid: int) -> Callable[[], None]:
+    def run() -> None:  # in the child between fork and exec
+        die_with_parent(sig, parent_pid)
+    return run
 
 
 def tool_path(name: str) -> str:
@@ -55,29 +83,53 @@ def flower_environment(flwr_home: str | os.PathLike[str], extra: Mapping[str, st
     if extra:
         env.update(extra)
     Path(flwr_home).mkdir(parents=True, exist_ok=True)
+    env["PATH"] = str(write_launchers(Path(flwr_home) / LAUNCHER_DIR)) + os.pathsep + env["PATH"]
     return env
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], output: IO[bytes] | int | None) -> subprocess.Popen[bytes]:
+def write_launchers(directory: Path) -> Path:
+    """The launchers Flower finds first on PATH for FLOWER_CHILDREN; rewritten only when they differ."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FLOWER_CHILDREN:
+        text = (f"#!/bin/sh\n# edgefl: Flower's {name}, dying with its parent (edgefld/procs.py)\n"
+                f"exec {shlex.quote(sys.executable)} -m edgefld.flower_entry {name} \"$@\"\n")
+        path = directory / name
+        try:
+            if path.read_text() == text and os.access(path, os.X_OK):
+                continue
+        except OSError:
+            pass
+        staging = directory / f".{name}.{os.getpid()}.tmp"
+        staging.write_text(text)
+        staging.chmod(0o755)
+        os.replace(staging, path)  # another daemon sharing FLWR_HOME may be starting one right now
+    return directory
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], output: IO[bytes] | int | None,
+          parent_death: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
+    """Start ``argv`` leading a process group of its own; it gets ``parent_death`` when we die."""
+    env = dict(env, EDGEFL_PARENT_PID=str(os.getpid()))
     return subprocess.Popen(
-        list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_die_with_parent, close_fds=True,
+        list(argv), env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=_preexec(parent_death, os.getpid()), close_fds=True,
     )
 
 
 def stop_tree(process: subprocess.Popen[bytes], timeout: float = 5.0) -> int | None:
-    """SIGTERM the child's process group and its descendants, SIGKILL what is left after
-    ``timeout`` (one deadline for all); reap the child.
+    """SIGTERM the child, then SIGKILL its process group and its other descendants if anything is
+    left after ``timeout`` (one deadline for all); reap the child.
 
-    Descendants are collected before the first signal: Flower starts some of its processes
-    (flwr-serverapp, flwr-clientapp) in sessions of their own, outside the group, and once
-    their parent has exited they are reparented and no longer recognisable as ours.
+    The child alone gets the SIGTERM: it stops its own children in the order they need (the
+    SuperNode ends its ClientApp before it leaves, edgefld.client.supernode), and those die
+    with it (``die_with_parent``). A second signal would cut that short: Flower restores the
+    default action on the first. Descendants are collected before the first signal: Flower
+    starts some of its processes in sessions of their own, outside the group, and once their
+    parent has exited they are reparented and no longer recognisable as ours.
     """
     deadline = time.monotonic() + timeout
     strays = [pid for pid in descendants(process.pid) if _pgid(pid) != process.pid]
-    _signal_group(process.pid, signal.SIGTERM)
-    for pid in strays:
-        _signal_pid(pid, signal.SIGTERM)
+    _signal_pid(process.pid, signal.SIGTERM)
     try:
         process.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -137,24 +189,28 @@ def _signal_pid(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
+def _stat(pid: int | str, proc: Path = Path("/proc")) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); None once reaped."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        # The command name, in parentheses, may itself hold spaces and parentheses.
+        return (proc / str(pid) / "stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running, not a zombie: a zombie of ours reparented to a subreaper is done, whoever reaps it."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if fields is not None and fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+    return False
 
 
 def free_loopback_port() -> int:

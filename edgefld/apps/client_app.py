@@ -56,6 +56,7 @@ class RefusedMessage(Exception):
 @dataclass(frozen=True)
 class NodeSettings:
     cid: int
+    board: str
     data_dir: str
     backend: str
     device: str
@@ -76,6 +77,7 @@ class NodeSettings:
         try:
             return cls(
                 cid=int(node["cid"]),
+                board=str(node.get("board", "")),
                 data_dir=str(node.get("data-dir", "")),
                 backend=str(node.get("backend", "torch")),
                 device=str(node.get("device", "cpu")),
@@ -263,7 +265,8 @@ def train(msg: Message, context: Context) -> Message:
             "num-examples": int(result.num_examples),
         }),
         "client": ConfigRecord({
-            "edgefl-version": __version__, "cid": node.cid, "backend": backend.name, "device": backend.device,
+            "edgefl-version": __version__, "cid": node.cid, "board": node.board, "backend": backend.name,
+            "device": backend.device,
         }),
     })
     return Message(content, reply_to=msg)

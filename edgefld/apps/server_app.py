@@ -67,6 +67,17 @@ def resume_point(state_dir: Path, run: dict[str, Any]) -> tuple[int, list | None
     return checkpoint.round, checkpoint.weights
 
 
+def known_boards(metrics_path: Path) -> dict[int, dict[str, Any]]:
+    """The boards by node id as the last round recorded them (see evaluate_fn)."""
+    from edgefld.persist import read_jsonl
+
+    records, _ = read_jsonl(metrics_path)
+    boards = records[-1].get("boards") if records else None
+    if not isinstance(boards, dict):
+        return {}
+    return {int(node): board for node, board in boards.items() if node.lstrip("-").isdigit() and isinstance(board, dict)}
+
+
 def _fast_polling(grid: Grid, interval: float) -> None:
     """Poll for replies every ``interval`` s instead of Flower's fixed 3 s (http_grid.py, 1.42)."""
     def send_and_receive(messages, *, timeout=None):  # noqa: ANN001, ANN202 - Grid's own signature
@@ -148,6 +159,8 @@ def _main(grid: Grid, context: Context) -> None:
         min_train_nodes=min_clients,
         min_available_nodes=min_clients,
     )
+    if state_dir:
+        strategy.boards.update(known_boards(state_dir / METRICS_FILE))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -170,6 +183,8 @@ def _main(grid: Grid, context: Context) -> None:
                 "client_prepare_seconds_max": round(stats.client_prepare_seconds_max, 3),
                 "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received,
                 "backends": stats.backends, "wall_seconds": round(time.time() - stats.started, 3),
+                # Every board seen so far by node id: names the failures of later rounds, across restarts.
+                "boards": {str(node): board for node, board in sorted(strategy.boards.items())},
             })
         metrics: dict[str, float] = {}
         if test_set is not None and eval_backend is not None:

@@ -33,6 +33,7 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
 # --node-config of each SuperNode, from the client daemon's config and profile.
 NODE_CONFIG_KEYS = (
     "cid",  # int: the data partition
+    "board",  # str: the board's model as detected ("" = unknown); the server names failures with it
     "data-dir",  # str
     "backend",  # str: torch | tensorflow | litert
     "device",  # str: cpu | cuda

@@ -40,6 +40,7 @@ class RoundStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     backends: dict[str, int] = field(default_factory=dict)
+    sent: list[Message] = field(default_factory=list)  # the train instructions; the grid gives them ids
 
 
 class ResumableFedAvg(FedAvg):
@@ -48,6 +49,19 @@ class ResumableFedAvg(FedAvg):
         self.round_offset = round_offset
         self.server_version = server_version
         self.stats: dict[int, RoundStats] = {}
+        # node id -> {"cid", "board"}, from the boards' replies (and the metrics log, across restarts):
+        # a failure names the board even when the board itself said nothing (it vanished mid-round).
+        self.boards: dict[int, dict[str, Any]] = {}
+
+    def failure(self, node: int | None, phase: str, code: int | None, reason: str,
+                **details: Any) -> dict[str, Any]:
+        board = self.boards.get(node, {}) if node is not None else {}
+        return {"node": node, "cid": board.get("cid"), "board": board.get("board"), "phase": phase, "code": code,
+                "reason": reason, **details}
+
+    def describe_node(self, node: int | None) -> str:
+        board = self.boards.get(node, {}) if node is not None else {}
+        return f"node {node} (cid {board.get('cid', '?')}, board {board.get('board') or 'unknown'})"
 
     def _stats(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats(server_round))
@@ -59,6 +73,7 @@ class ResumableFedAvg(FedAvg):
         stats = self._stats(true_round)
         stats.started = time.time()
         stats.train_sent = len(messages)
+        stats.sent = messages
         stats.bytes_sent += sum(payload_bytes(m.content) for m in messages)
         return messages
 
@@ -68,25 +83,32 @@ class ResumableFedAvg(FedAvg):
         stats = self._stats(true_round)
         accepted: list[Message] = []
         replies = list(replies)
+        # An error reply may come from the SuperLink on the board's behalf (Flower's "Node Unavailable"
+        # has the SuperLink's own id as its source): the instruction it answers names the board.
+        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in stats.sent}
+        answered: set[int] = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
             if reply.has_error():
                 # A board's refusal (edgefl codes 4001-4099: no data, cannot afford the round, ...) is
                 # part of the round's record, named, not a crash: the round goes on with the others.
                 kind = settings.ERROR_NAMES.get(reply.error.code, "flower")
                 reason = (reply.error.reason or "")[:300]
-                log(WARNING, "edgefl: node %s refused round %d (%s): %s", node, true_round, kind, reason)
-                stats.failures.append({"node": node, "phase": "train", "code": reply.error.code,
-                                       "error": kind, "reason": reason})
+                log(WARNING, "edgefl: %s failed round %d (%s): %s", self.describe_node(node), true_round, kind,
+                    reason)
+                stats.failures.append(self.failure(node, "train", reply.error.code, reason, error=kind))
                 continue
             stats.bytes_received += payload_bytes(reply.content)
             client = reply.content.get("client")
+            if client is not None and "cid" in client:
+                self.boards[node] = {"cid": int(client["cid"]),
+                                     "board": str(client["board"]) if "board" in client else None}
             version = str(client["edgefl-version"]) if client is not None and "edgefl-version" in client else "unknown"
             if not settings.compatible_versions(self.server_version, version):
                 reason = f"client runs edgefl {version}, the server {self.server_version}: reply not aggregated"
-                log(WARNING, "edgefl: node %s: %s", node, reason)
-                stats.failures.append({"node": node, "phase": "train", "code": settings.ERROR_INCOMPATIBLE,
-                                       "reason": reason})
+                log(WARNING, "edgefl: %s: %s", self.describe_node(node), reason)
+                stats.failures.append(self.failure(node, "train", settings.ERROR_INCOMPATIBLE, reason))
                 continue
             backend = str(client["backend"]) if "backend" in client else "unknown"
             stats.backends[backend] = stats.backends.get(backend, 0) + 1
@@ -99,10 +121,15 @@ class ResumableFedAvg(FedAvg):
                     if key in metrics:
                         setattr(stats, attribute, max(getattr(stats, attribute), float(metrics[key])))
             accepted.append(reply)
-        missing = stats.train_sent - len(replies)
-        if missing > 0:
-            stats.failures.append({"node": None, "phase": "train", "code": None,
-                                   "reason": f"{missing} client(s) did not answer within the round timeout"})
+        silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
+        for node in silent:
+            reason = "did not answer within the round timeout"
+            log(WARNING, "edgefl: %s %s of round %d", self.describe_node(node), reason, true_round)
+            stats.failures.append(self.failure(node, "train", None, reason))
+        missing = stats.train_sent - len(replies) - len(silent)
+        if missing > 0:  # instructions the grid never gave an id (not sent): no board to name
+            stats.failures.append(self.failure(None, "train", None,
+                                               f"{missing} client(s) did not answer within the round timeout"))
         stats.train_ok = len(accepted)
         if not accepted:
             return None, None

@@ -65,11 +65,13 @@ class Refusal:
     fatal: bool
 
 
-def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/") -> dict[str, Any]:
+def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/",
+                board: str = "") -> dict[str, Any]:
     """What the ClientApp reads from context.node_config (see edgefld.apps.settings)."""
     c = config.client
     return {
         "cid": c.cid,
+        "board": board,
         "data-dir": c.data_dir,
         "backend": profile.backend,
         "device": profile.device,
@@ -106,7 +108,10 @@ class ClientDaemon:
             raise ConfigError(str(exc), source=config.source, key="[client] key") from None
         self.registered = threading.Event()
         self.node_id: str | None = None
-        self._status_mtime = 0.0
+        try:  # the last round a previous instance of this daemon reported is not news
+            self._status_mtime = self.status_file.stat().st_mtime
+        except OSError:
+            self._status_mtime = 0.0
         self._ready_sent = False
 
     def run(self) -> int:
@@ -122,7 +127,7 @@ class ClientDaemon:
                  ",".join(profile.tasks))
         for note in profile.notes:
             log.info("profile note: %s", note)
-        config_path = self._write_node_config(profile)
+        config_path = self._write_node_config(profile, board.model or board.family)
         log.info("connecting to %s with %s", self.client.server, self._describe_security())
         attempt = refusals = 0
         started_at = time.monotonic()
@@ -183,10 +188,10 @@ class ClientDaemon:
                            "on the server", fatal=True)
         return None
 
-    def _write_node_config(self, profile: Profile) -> Path:
+    def _write_node_config(self, profile: Profile, board: str) -> Path:
         path = self.state_dir / "node-config.toml"
-        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile,
-                                                                             self.status_file, self.sysroot).items())
+        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile, self.status_file,
+                                                                             self.sysroot, board).items())
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")

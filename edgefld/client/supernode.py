@@ -9,24 +9,55 @@ for a ClientApp: a foreign one gets Flower's own "FAB could not be verified"
 error reply, as an unsigned FAB would with trusted entities, and nothing of
 it is installed or imported. The check wraps one function of the pinned flwr.
 Every answer the SuperNode reads is bounded in size and rate (edgefld.client.bounded_reads).
+
+It also stops in order. On SIGTERM from the daemon, Flower would stop its
+Runtime API first, and a ClientApp still training then fails to report
+("Failed to push task output: Connection refused", at ERROR). An exit handler
+that Flower runs first ends the ClientApps (each reports its task as stopped
+to this SuperNode, still serving), then superexec; then Flower's own exit
+deactivates the node, so the server's round counts this board out at once
+instead of after two missed heartbeats, and the process ends there (Flower's
+threads would hold it up to 5 s more).
+
+When the daemon dies (SIGKILL, OOM) the kernel sends PARENT_DEATH_SIGNAL: its
+output pipe is gone, so output goes to /dev/null, and the same orderly exit
+runs within EXIT_BOUND_S: the daemon's tree goes with it within a second.
+A stop never cuts a reply being pushed in half (_Push): the SuperLink would
+hold a message whose objects never all arrive and the server's round would
+wait for it past its own timeout; a push in flight gets up to PUSH_GRACE_S.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
 import sys
+import threading
+import time
 from logging import ERROR
+from pathlib import Path
 from typing import Any, Callable
 
 from flwr.app import Error, Message
 from flwr.common.logger import log
+from flwr.supercore.exit import add_exit_handler
 from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.cli import flower_supernode
 
 from edgefld.client.bounded_reads import bound, bounds_from_environment
+from edgefld.procs import descendants, die_with_parent
 from edgefld.server.fab import foreign_fab_problem
 
+EXIT_BOUND_S = 0.9  # from the daemon's death to this process gone, its children first
+PUSH_GRACE_S = 5.0  # ... unless it is pushing a reply: a reply cut in half would stall the server's round
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+CLIENTAPP_GRACE_S = 0.5  # for a ClientApp to report its task as stopped
+
 _pull_and_store_message = supernode_internal._pull_and_store_message
+_push_messages = supernode_internal._push_messages
+_register_signal_handlers = supernode_internal.register_signal_handlers
 
 
 class ForeignFab(Exception):
@@ -73,13 +104,136 @@ def _bound_replies(max_reply_bytes: int, min_rate: int, grace: float) -> None:
     ProtobufClient.__init__ = bounded_init  # type: ignore[method-assign]
 
 
+class _Push:
+    """A reply being pushed to the SuperLink, from its first byte to its confirmation.
+
+    A stop signal in the middle would leave the SuperLink a message whose objects never all
+    arrive, and the server's round waiting for it (past its own timeout): a stop is deferred
+    until the push is over, then handled.
+    """
+
+    active = False
+    deferred: list[int] = []
+
+
+def _pushing_send(send: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        _Push.active = True
+        return send(*args)
+    return run
+
+
+def _atomic_push_messages(**kwargs: Any) -> None:
+    try:
+        _push_messages(**dict(kwargs, send=_pushing_send(kwargs["send"])))
+    finally:
+        _Push.active = False
+        if _Push.deferred:
+            signal.raise_signal(_Push.deferred.pop(0))
+
+
+def _deferring(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    def run(signum: int, frame: Any) -> None:
+        if _Push.active:
+            _Push.deferred.append(signum)
+            return
+        handler(signum, frame)
+    return run
+
+
+def _register_deferring_signal_handlers(*args: Any, **kwargs: Any) -> None:
+    _register_signal_handlers(*args, **kwargs)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            signal.signal(sig, _deferring(handler))
+
+
+def _exit_soon() -> None:
+    """Within EXIT_BOUND_S, or PUSH_GRACE_S while a reply is being pushed, this process is gone."""
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        if waited >= PUSH_GRACE_S or (waited >= EXIT_BOUND_S and not _Push.active):
+            os._exit(1)
+        time.sleep(0.02)
+
+
+def _command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def end_children_first() -> None:
+    """Flower's exit handler that runs first: the ClientApps, then everything else under this SuperNode."""
+    apps = [pid for pid in descendants(os.getpid()) if b"flwr-clientapp" in _command(pid)]
+    _signal(apps, signal.SIGTERM)
+    deadline = time.monotonic() + CLIENTAPP_GRACE_S
+    while time.monotonic() < deadline and not all(map(_gone, apps)):
+        time.sleep(0.02)
+    _signal(apps, signal.SIGKILL)
+    _signal([pid for pid in descendants(os.getpid()) if pid not in apps], signal.SIGTERM)
+
+
+_parent_died = threading.Event()
+
+
+def _on_parent_death(signum: int, frame: Any) -> None:
+    """The daemon died: nobody reads our output or waits for a status; leave as on SIGTERM, but quickly."""
+    # The kernel sends the signal again each time we are reparented (the daemon's threads exit one
+    # by one), and a second SIGTERM would meet the default action Flower restores after the first.
+    if _parent_died.is_set():
+        return
+    _parent_died.set()
+    threading.Thread(target=_exit_soon, daemon=True).start()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):  # the pipe to the daemon is broken: writes would fail (EPIPE)
+            os.dup2(devnull, fd)
+    signal.raise_signal(signal.SIGTERM)  # Flower's graceful exit: end_children_first, then deactivate the node
+
+
 def main() -> None:
     supernode_internal._pull_and_store_message = _checked_pull_and_store_message
     bounds = bounds_from_environment()
     if bounds is not None:
         _bound_replies(*bounds)
+    supernode_internal._push_messages = _atomic_push_messages
+    supernode_internal.register_signal_handlers = _register_deferring_signal_handlers
+    add_exit_handler(end_children_first, run_before_force_exit=True)
+    signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
+    parent = os.environ.get("EDGEFL_PARENT_PID", "")
+    die_with_parent(PARENT_DEATH_SIGNAL, int(parent) if parent.isdigit() else None)
     sys.argv[0] = "flower-supernode"
-    flower_supernode()
+    try:
+        flower_supernode()
+        code = 0
+    except SystemExit as exc:  # Flower's exit, the node already deactivated
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # Flower leaves non-daemon threads behind that would keep this process up to its 5 s forced exit.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -363,8 +363,15 @@ def _describe_round(record: dict[str, Any], total: int) -> str:
         parts.append(f"{record['wall_seconds']:.1f} s")
     line = ", ".join(parts)
     for failure in record.get("failures") or []:
-        line += f"; {failure.get('phase')} failure: {failure.get('reason')}"
+        line += f"; {failure.get('phase')} failure of {_board(failure)}: {failure.get('reason')}"
     return line
+
+
+def _board(failure: dict[str, Any]) -> str:
+    if failure.get("node") is None:
+        return "unnamed boards"
+    return (f"node {failure['node']} (cid {'?' if failure.get('cid') is None else failure['cid']}, "
+            f"board {failure.get('board') or 'unknown'})")
 
 
 def _ranges(numbers: list[int]) -> str:

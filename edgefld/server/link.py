@@ -1,4 +1,4 @@
-"""Flower's SuperLink, refusing every run but edgefl's thin FAB: `python -m edgefld.server.link ARGS`.
+"""Flower's SuperLink, refusing every run but edgefl's thin FAB (installed by edgefld.flower_entry).
 
 Open-source Flower 1.42 starts whatever FAB reaches its (unauthenticated,
 loopback-only) Control API: its ServerApp process puts the FAB's files first on
@@ -14,13 +14,11 @@ pinned flwr (tests/service/test_link.py pins them).
 
 from __future__ import annotations
 
-import sys
 from logging import WARNING
 from typing import Any
 
 from fastapi import HTTPException
 from flwr.common.logger import log
-from flwr.superlink.cli import flower_superlink
 from flwr.superlink.servicer.control import control_handlers
 from flwr.superlink.servicer.runtime import runtime_handlers
 
@@ -63,11 +61,3 @@ def install() -> None:
     runtime_handlers.pull_task_input = _checked_pull_task_input
 
 
-def main() -> None:
-    install()
-    sys.argv[0] = "flower-superlink"
-    flower_superlink()
-
-
-if __name__ == "__main__":
-    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
 import sys
 import time
@@ -11,8 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from edgefld.errors import EdgeflError
+from edgefld.logs import get_logger
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
+from edgefld.server.superlink_db import prepare_database
+
+log = get_logger("server")
 
 LOOPBACK_TLS_DIR = "loopback-tls"
 
@@ -56,19 +61,27 @@ class SuperLink:
                 "--ssl-keyfile", str(directory / "superlink.key"), "--enable-supernode-auth"]
 
     def command(self) -> list[str]:
-        """How the SuperLink is started: Flower's, with edgefl's FAB check (edgefld.server.link)."""
-        return [sys.executable, "-m", "edgefld.server.link"]
+        """How the SuperLink is started: Flower's, dying with its daemon and with edgefl's FAB check
+        (edgefld.flower_entry installs edgefld.server.link's)."""
+        return [sys.executable, "-m", "edgefld.flower_entry", "flower-superlink"]
 
     def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
         """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
+        database = self.state_dir / "superlink.db"
+        note = prepare_database(database)
+        if note:
+            log.warning("%s", note)
         security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
             *self.command(), *security, "--host", "127.0.0.1", "--port", str(self.port),
-            "--database", str(self.state_dir / "superlink.db"), "--disable-runtime-dependency-installation",
+            "--database", str(database), "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as output:
-            self.process = spawn(argv, flower_environment(self.state_dir / "flwr"), output)
+            # Killed outright if this daemon dies: its state is SQLite's to keep consistent, and its
+            # superexec and ServerApp go with it (edgefld.procs).
+            self.process = spawn(argv, flower_environment(self.state_dir / "flwr"), output,
+                                 parent_death=signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

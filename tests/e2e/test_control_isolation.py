@@ -78,7 +78,7 @@ def test_control_api_refused_from_a_non_loopback_address(federation, board_names
     fed.wait_for("the server to listen", lambda: "Fleet API only" in server.log(), timeout=120)
     assert ("TLS, enrolled boards only" if tls else "plain HTTP") in server.log()
     superlink = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in descendants(server.process.pid)]
-    superlink = [argv for argv in superlink if b"edgefld.server.link" in argv][0]
+    superlink = [argv for argv in superlink if b"flower-superlink" in argv][0]
     superlink_port = int(superlink[superlink.index(b"--port") + 1])
     assert superlink[superlink.index(b"--host") + 1] == b"127.0.0.1"
 

@@ -78,7 +78,7 @@ def _superlink_pid_and_port(server_pid: int) -> tuple[int, int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"edgefld.server.link" in argv:
+        if b"flower-superlink" in argv:
             return pid, int(argv[argv.index(b"--port") + 1])
     raise AssertionError("no SuperLink below the server daemon")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 THROTTLED_PI = Path(__file__).resolve().parent.parent / "fixtures" / "boards" / "rpi4-4gb"  # get_throttled 0x50005
@@ -28,7 +29,9 @@ def test_a_throttled_board_refuses_every_round_and_the_federation_goes_on(federa
         assert (failure["code"], failure["error"]) == (4006, "resources"), failure
         assert failure["reason"].startswith(reason_start), failure
         assert isinstance(record["eval_accuracy"], float)  # the round was aggregated from the other board
-    assert f"train failure: {reason_start}" in server.log()
+    # Named by node id: a board that only ever refused has not told the server its cid.
+    assert re.search(r"train failure of node \d+ \(cid \?, board unknown\): " + re.escape(reason_start),
+                     server.log()), server.log()
     fed.wait_for("the board to report it", lambda: f"refused: {reason_start}" in throttled.log(), timeout=30)
     assert "board: Raspberry Pi 4 Model B" in throttled.log()
     assert "round 2 train:" in good.log()

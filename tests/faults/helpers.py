@@ -75,3 +75,27 @@ def wait_until(predicate, timeout: float, step: float = 0.2) -> float | None:
             return time.monotonic() - started
         time.sleep(step)
     return None
+
+
+ERROR_MARKERS = ("ERROR", "Traceback", "CRITICAL")
+
+
+def error_lines(root: Path) -> list[str]:
+    """Every line at ERROR (or a traceback) in any log under ``root``: edgefl's daemons and Flower's processes."""
+    found = []
+    for log in sorted(root.rglob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if any(marker in line for marker in ERROR_MARKERS):
+                found.append(f"{log.relative_to(root)}: {line.strip()}")
+    return found
+
+
+def processes_named(root_pid: int, marker: bytes) -> list[int]:
+    found = []
+    for pid in descendants(root_pid):
+        try:
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found

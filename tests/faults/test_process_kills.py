@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +16,10 @@ from tests.faults.helpers import (
     assert_model_chain,
     checkpoint_of,
     children_running,
+    error_lines,
     kill_tree,
     latest_checkpoint,
+    processes_named,
     rounds,
     wait_until,
 )
@@ -64,6 +69,8 @@ def test_server_sigkilled_mid_round(federation, fault_row):
     assert final.meta["sha256"] == records[-1]["model_sha256"]
     assert f"task digits: rounds {before.round + 1}..2" in restarted.log()
     assert all(c.alive() for c in clients)  # the boards needed no restart
+    errors = error_lines(fed.root)  # the old run retired, the boards' late replies refused: all at INFO
+    assert not errors, "\n".join(errors)
     fault_row.happened = (f"resumed from checkpoint {before.round} ({before.meta['sha256'][:8]}); "
                           "rounds 1-2 once each; "
                           f"final model = checkpoint 2 = metrics round 2 ({final.meta['sha256'][:8]})")
@@ -71,52 +78,93 @@ def test_server_sigkilled_mid_round(federation, fault_row):
     fault_row.recover_s = f"{recover_s:.1f} (restart -> next round done)"
 
 
-def test_client_sigkilled_mid_round(federation, fault_row):
-    fault_row.injected = "SIGKILL to edgefl client 1 (and its SuperNode, ClientApp) mid-round, then restart"
-    fed = federation(task="digits", num_partitions=2, rounds=3, min_clients=2, local_epochs=1, round_timeout=30.0)
+def _death_times(pids: list[int], timeout: float) -> dict[int, float]:
+    """Seconds from now until each pid is gone (not running; a zombie counts as gone)."""
+    started, dead = time.monotonic(), {}
+    while len(dead) < len(pids) and time.monotonic() - started < timeout:
+        for pid in pids:
+            if pid not in dead and not alive(pid):
+                dead[pid] = time.monotonic() - started
+        time.sleep(0.005)
+    return dead
+
+
+def _named(pids: list[int]) -> dict[int, str]:
+    names = {}
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        names[pid] = next((a.decode() for a in argv if a.startswith((b"flwr-", b"flower-", b"edgefld.client"))),
+                          argv[0].decode())
+    return names
+
+
+def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
+    fault_row.injected = ("client 1 mid-round: SIGTERM to its daemon (round 2), then SIGKILL to its daemon alone "
+                          "(round 4); restarted each time")
+    fed = federation(task="digits", num_partitions=2, rounds=5, min_clients=2, local_epochs=1, round_timeout=60.0)
     server = fed.start_server()
     clients = [fed.start_client(0), fed.start_client(1)]
     fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
-    training = _wait_mid_round([clients[1]])
-    assert training, "client 1 never started training round 2"
-    killed_node = re.search(r"registered with \S+ as node (\d+)", clients[1].log()).group(1)
-    pids = kill_tree(clients[1])
-    say(f"client 1 (node {killed_node}) killed while training round 2 (pids {pids})")
-    offset = len(clients[1].log())
-    restarted = fed.start_client(1)
-    restarted_at = time.monotonic()
-    fed.wait_for("the restarted client to register",
-                 lambda: "registered with" in restarted.log()[offset:], timeout=60)
-    registered_s = time.monotonic() - restarted_at
-    say(f"client 1 restarted and registered again after {registered_s:.1f} s")
+    figures = {}
+    for round_, how in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
+        daemon = clients[1]
+        fed.wait_for(f"round {round_ - 1} in the metrics", lambda: len(rounds(fed)) >= round_ - 1, timeout=120)
+        assert _wait_mid_round([daemon]), f"client 1 never started training round {round_}"
+        node = re.findall(r"registered with \S+ as node (-?\d+)", daemon.log())[-1]
+        tree = processes_named(daemon.process.pid, b"")
+        names = _named(tree)
+        os.kill(daemon.process.pid, how)
+        dead = _death_times(tree + [daemon.process.pid], timeout=10)
+        killed_at = time.monotonic()
+        daemon.process.wait(10)
+        order = sorted(dead, key=dead.get)
+        say(f"{how.name} to client 1's daemon (node {node}) in round {round_}: "
+            + ", ".join(f"{names.get(pid, 'daemon')} gone at {dead[pid]:.2f} s" for pid in order))
+        assert set(dead) == set(tree) | {daemon.process.pid}, f"outlived their daemon: {set(tree) - set(dead)}"
+        last_child = max(dead[pid] for pid in tree)
+        figures[how.name] = last_child
+        if how == signal.SIGTERM:
+            assert daemon.process.returncode == 0, daemon.log()
+            apps = [pid for pid in tree if names[pid] == "flwr-clientapp"]
+            supernode = [pid for pid in tree if names[pid] == "edgefld.client.supernode"]
+            assert apps and supernode, names
+            # In order: the ClientApp ends (and reports its task to a SuperNode still serving), then the SuperNode.
+            assert max(dead[pid] for pid in apps) <= dead[supernode[0]], (names, dead)
+        else:
+            # The kernel's parent-death signal: the whole tree within about a second of its daemon.
+            assert last_child <= 1.5, f"the last child went {last_child:.2f} s after its daemon's SIGKILL"
+        offset = len(daemon.log())
+        clients[1] = fed.start_client(1)
+        fed.wait_for(f"the restarted client to train round {round_ + 1}",
+                     lambda: f"round {round_ + 1} train: " in clients[1].log()[offset:], timeout=120)
+        figures[f"{how.name} -> next trained round"] = time.monotonic() - killed_at
+        # The restarted daemon reports its own rounds only, not its predecessor's last one again.
+        assert f"round {round_ - 1} train:" not in clients[1].log()[offset:], clients[1].log()[offset:]
+        say(f"client 1 restarted; trained round {round_ + 1} {figures[f'{how.name} -> next trained round']:.1f} s "
+            "after the signal")
+        records = {r["round"]: r for r in fed.metrics()}
+        failures = records[round_]["failures"]
+        # The round the board left counts it out, by name: its node id, never the SuperLink's id, and its cid
+        # once the server has heard from that node (it trained the round before).
+        assert [(f["node"], f["cid"]) for f in failures] == [(int(node), 1)], failures
     fed.wait_for("the server to finish", lambda: not server.alive(), timeout=240)
     assert server.process.returncode == 0, server.log()
-
     records = fed.metrics()
     for r in records:
         say(f"round {r['round']}: {r['clients_ok']} ok, {r['clients_failed']} failed "
-            f"{[(f['node'], f['reason'][:60]) for f in r['failures']]}")
-    assert rounds(fed) == [1, 2, 3]
+            f"{[(f['node'], f['cid'], f['board'], f['reason'][:50]) for f in r['failures']]}")
+    assert rounds(fed) == [1, 2, 3, 4, 5]
     assert_model_chain(records)
-    killed_round, next_round = records[1], records[2]
-
-    def about_the_killed_node(failure) -> bool:
-        # A reply that never came (the round timeout), or Flower's "Node Unavailable" error reply for a
-        # node without heartbeats (that reply comes from the SuperLink, so it names node 1, not the
-        # dead one; with both live boards' replies counted ok, the dead node is the only candidate).
-        return ((failure["node"] is None and "did not answer" in failure["reason"])
-                or "Node Unavailable" in failure["reason"] or str(failure["node"]) == killed_node)
-
-    assert (killed_round["clients_ok"], killed_round["clients_failed"]) == (1, 1), killed_round
-    assert killed_round["failures"][0]["phase"] == "train" and about_the_killed_node(killed_round["failures"][0])
-    # The restarted board is back in the next round. It came back as a new node (no node auth: no
-    # identity to keep), and the SuperLink still lists the killed one until its heartbeat expires
-    # (Flower: 2 x 30 s), so that ghost may be sampled once more: a failure, but not of a board.
-    assert next_round["clients_ok"] == 2, next_round
-    assert next_round["clients_failed"] <= 1 and all(map(about_the_killed_node, next_round["failures"])), next_round
-    assert "round 3 train: " in restarted.log()[offset:]
-    ghost = " + 1 failure of the killed node's stale id" if next_round["clients_failed"] else ""
-    fault_row.happened = (f"round 2: 1 ok + 1 failure ({killed_round['failures'][0]['reason'][:48]}); "
-                          f"restarted client (new node id) trained round 3: 2 ok{ghost}")
+    # The restarted board is back in the very next round, and no ghost of its old node is sampled: it left.
+    assert [(r["clients_ok"], r["clients_failed"]) for r in records] == [(2, 0), (1, 1), (2, 0), (1, 1), (2, 0)], records
+    errors = error_lines(fed.root)
+    assert not errors, "\n".join(errors)
+    fault_row.happened = (f"SIGTERM: ClientApp ended before the SuperNode; SIGKILL: last child gone "
+                          f"{figures['SIGKILL']:.2f} s after the daemon; rounds 2, 4: 1 ok + 1 failure naming the "
+                          "board (node, cid 1); rounds 3, 5: 2 ok (restarted board back); ERROR lines: 0")
     fault_row.rounds_lost = "0"
-    fault_row.recover_s = f"{registered_s:.1f} (restart -> registered)"
+    fault_row.recover_s = (f"{figures['SIGTERM -> next trained round']:.1f} / "
+                           f"{figures['SIGKILL -> next trained round']:.1f} (signal -> next trained round)")

@@ -1,0 +1,74 @@
+"""Flower's own child processes, made to die with their parent: `python -m edgefld.flower_entry NAME ARGS`.
+
+Flower starts flower-superexec, and superexec starts flwr-clientapp and
+flwr-serverapp, by name from PATH; edgefld.procs puts launchers for them first
+on PATH that run this. It sets PR_SET_PDEATHSIG to SIGKILL and runs Flower's
+console script of that name in this process. When the parent is gone the
+child's work has nowhere to go (a ClientApp's reply, a superexec's tasks), so
+it ends at once: nothing outlives its daemon, whatever killed it.
+
+The SuperLink runs through here too (edgefld.server.superlink), with the checks
+that refuse every FAB but edgefl's (edgefld.server.link), and for one more
+reason: Flower logs every API error at ERROR, including one that is part of
+normal operation for edgefl. After a server restart edgefl retires the run
+left over from before it, and a board that trained for that run then pushes
+a reply the SuperLink refuses ("[ApiError:2007] ... Run is finished"): the
+board is told, the reply is dropped, nothing is wrong. Those lines are logged
+at INFO; every other error stays an ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from importlib.metadata import entry_points
+
+from edgefld.procs import FLOWER_CHILDREN, die_with_parent
+
+
+SUPERLINK = "flower-superlink"
+# (path prefix, Flower API error code) of refusals that are expected: see above.
+EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"),)
+
+
+class ExpectedErrorsAtInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            text = str(record.msg)
+            if any(text.startswith(path) and code in text for path, code in EXPECTED_API_ERRORS):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _parent_pid(args: list[str]) -> int | None:
+    """Flower passes each of these processes its parent's pid (``--parent-pid``)."""
+    for flag, value in zip(args, args[1:]):
+        if flag == "--parent-pid" and value.isdigit():
+            return int(value)
+    return None
+
+
+def main() -> None:
+    names = (*FLOWER_CHILDREN, SUPERLINK)
+    if len(sys.argv) < 2 or sys.argv[1] not in names:
+        sys.exit(f"usage: python -m edgefld.flower_entry {{{','.join(names)}}} ARGS...")
+    name, args = sys.argv[1], sys.argv[2:]
+    die_with_parent(signal.SIGKILL, _parent_pid(args))
+    if name == SUPERLINK:
+        from edgefld.server import link
+
+        link.install()  # patches Flower's functions: it holds after the edgefld modules leave sys.modules below
+        logging.getLogger("flwr").addFilter(ExpectedErrorsAtInfo())
+    (entry,) = entry_points(group="console_scripts", name=name)
+    sys.argv = [name, *args]  # Flower tells its processes apart by argv[0]
+    # Flower's process must import as it would without us: a ServerApp or ClientApp resolves
+    # `edgefld` through sys.path as Flower arranges it (tests/e2e/test_fab_isolation.py), not
+    # through the copy this launcher imported.
+    for module in [m for m in sys.modules if m == "edgefld" or m.startswith("edgefld.")]:
+        del sys.modules[module]
+    sys.exit(entry.load()())
+
+
+if __name__ == "__main__":
+    main()
