@@ -111,11 +111,16 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
                   f"train loss {record.get('train_loss', float('nan')):.4f}, "
                   f"eval accuracy {record.get('eval_accuracy', float('nan')):.4f}, "
                   f"{record.get('wall_seconds', 0):.1f} s; slowest board: process start-up "
-                  f"{record.get('client_startup_seconds_max', 0):.1f} s, handler "
-                  f"{record.get('client_handler_seconds_max', 0):.1f} s (loading the backend "
-                  f"{record.get('client_prepare_seconds_max', 0):.1f} s), training "
-                  f"{record.get('client_train_seconds_max', 0):.1f} s\n")
+                  f"{_seconds(record.get('client_startup_seconds_max', 0))}, handler "
+                  f"{_seconds(record.get('client_handler_seconds_max', 0))} (loading the backend "
+                  f"{_seconds(record.get('client_prepare_seconds_max', 0))}), training "
+                  f"{_seconds(record.get('client_train_seconds_max', 0))}\n")
     out.write(f"edgefl demo: config, state and logs are in {work} (kept; remove it when done)\n")
     if code == 0 and len(records) < rounds:
         return 1
     return code
+
+
+def _seconds(value: float) -> str:
+    """A duration as a reader wants it: LiteRT trains the demo's digits in milliseconds, not "0.0 s"."""
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
