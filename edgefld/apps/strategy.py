@@ -68,15 +68,19 @@ class ResumableFedAvg(FedAvg):
         board = self.boards.get(node, {}) if node is not None else {}
         return f"node {node} (cid {board.get('cid', '?')}, board {board.get('board') or 'unknown'})"
 
+    def wire_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global model as it travels: cast to the transport dtype (it stays float32 here)."""
+        if self.transport_dtype == "float32":
+            return arrays
+        return ArrayRecord({key: Array(array.numpy().astype(self.transport_dtype)) for key, array in arrays.items()})
+
     def _stats(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats(server_round))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         true_round = server_round + self.round_offset
-        if self.transport_dtype != "float32":
-            arrays = ArrayRecord({key: Array(array.numpy().astype(self.transport_dtype)) for key, array in arrays.items()})
-        messages = list(super().configure_train(true_round, arrays, config, grid))
+        messages = list(super().configure_train(true_round, self.wire_arrays(arrays), config, grid))
         stats = self._stats(true_round)
         stats.started = time.time()
         stats.train_sent = len(messages)
