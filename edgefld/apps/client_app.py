@@ -24,7 +24,7 @@ from flwr.common.logger import log
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.apps.records import record_from, weights_from
+from edgefld.apps.records import record_from, transport_dtype_of, weights_from
 
 app = ClientApp()
 
@@ -232,7 +232,10 @@ def train(msg: Message, context: Context) -> Message:
             pick.sort()
             images, labels = images[pick], labels[pick]
         batch_size = effective_batch_size(node, run)
-        global_weights = weights_from(msg.content["arrays"])
+        from edgefld.backends.layout import task_layout
+
+        wire_dtype = transport_dtype_of(msg.content["arrays"])  # the reply travels as the instruction did
+        global_weights = weights_from(msg.content["arrays"], [spec.shape for spec in task_layout(task)])
         # Federated evaluation of the global model this round starts from, in the same process:
         # Flower starts a new ClientApp process per message, so a separate evaluate message would
         # pay the interpreter and framework start-up again on every board, every round.
@@ -251,7 +254,7 @@ def train(msg: Message, context: Context) -> Message:
                                      "samples": result.num_examples, "seconds": result.seconds,
                                      "val_accuracy": validation.accuracy})
     content = RecordDict({
-        "arrays": record_from(result.weights),
+        "arrays": record_from(result.weights, wire_dtype),
         "metrics": MetricRecord({
             "train_loss": float(result.loss),
             "train_seconds": float(result.seconds),

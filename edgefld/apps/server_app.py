@@ -18,6 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
+from edgefld.flower_compat import fast_grid_polls
 from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg
 
@@ -78,23 +79,6 @@ def known_boards(metrics_path: Path) -> dict[int, dict[str, Any]]:
     return {int(node): board for node, board in boards.items() if node.lstrip("-").isdigit() and isinstance(board, dict)}
 
 
-def _fast_polling(grid: Grid, interval: float) -> None:
-    """Poll for replies every ``interval`` s instead of Flower's fixed 3 s (http_grid.py, 1.42)."""
-    def send_and_receive(messages, *, timeout=None):  # noqa: ANN001, ANN202 - Grid's own signature
-        pending = set(grid.push_messages(messages))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies = []
-        while pending and (deadline is None or time.monotonic() < deadline):
-            got = list(grid.pull_messages(pending))
-            replies.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            if pending:
-                time.sleep(interval)
-        return replies
-
-    grid.send_and_receive = send_and_receive  # type: ignore[method-assign]
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     from edgefld.errors import StateWriteError
@@ -134,7 +118,11 @@ def _main(grid: Grid, context: Context) -> None:
 
             save_checkpoint(state_dir / CHECKPOINT_DIR, 0, weights,
                             {"identity": run_identity(run), "record": None})
-    log(INFO, "edgefl: task %s, rounds %d..%d of %d", task.name, done + 1, total_rounds, total_rounds)
+    from edgefld.backends.layout import task_layout
+
+    shapes = [spec.shape for spec in task_layout(task)]
+    log(INFO, "edgefl: task %s, rounds %d..%d of %d, weights sent as %s", task.name, done + 1, total_rounds,
+        total_rounds, run["transport-dtype"])
     # Each round's record names the global model it started from and the one it produced, so the
     # metrics log shows an unbroken chain across restarts and matches the checkpoints' digests.
     model_digest = [weights_digest(weights)]
@@ -146,12 +134,13 @@ def _main(grid: Grid, context: Context) -> None:
         test_set = load_test(task.dataset, data_dir)
 
     if float(run["grid-poll"]) > 0:
-        _fast_polling(grid, float(run["grid-poll"]))
+        fast_grid_polls(grid, float(run["grid-poll"]))
     min_clients = int(run["min-clients"])
     fraction = float(run["sample-fraction"])
     strategy = ResumableFedAvg(
         round_offset=done,
         server_version=str(run["server-version"]),
+        transport_dtype=str(run["transport-dtype"]),
         fraction_train=fraction,
         # The boards evaluate the global model they receive inside the train message (see
         # client_app.train), so no separate evaluate round trip (and ClientApp start) is needed.
@@ -167,7 +156,7 @@ def _main(grid: Grid, context: Context) -> None:
             return None  # the starting model: evaluated when it was checkpointed
         true_round = server_round + done
         stats = strategy.stats.get(true_round)
-        produced = weights_from(arrays)
+        produced = weights_from(arrays, shapes)
         record: dict[str, Any] = {"round": true_round, "task": task.name, "time": time.time(),
                                   "start_model_sha256": model_digest[0], "model_sha256": weights_digest(produced)}
         if stats is not None:

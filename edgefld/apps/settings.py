@@ -23,7 +23,8 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "sample-fraction": 1.0,
     "min-clients": 2,
     "round-timeout": 600.0,  # seconds a round waits for replies
-    "grid-poll": 0.5,  # seconds between the ServerApp's reply polls (Flower's own is 3 s)
+    "grid-poll": 0.1,  # seconds between the ServerApp's reply polls (Flower's own is 3 s); loopback, in a round only
+    "transport-dtype": "float32",  # float32 | float16: how the weights travel (edgefld.apps.records)
     "state-dir": "",  # where checkpoints and metrics.jsonl go; "" = no persistence (simulation)
     "data-dir": "",  # the server's datasets, for centralised evaluation
     "eval-backend": "",  # backend for centralised evaluation; "" = none

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from logging import WARNING
 from typing import Any, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from edgefld.apps import settings
+from edgefld.apps.records import to_compute_dtype
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -44,9 +45,13 @@ class RoundStats:
 
 
 class ResumableFedAvg(FedAvg):
-    def __init__(self, *, round_offset: int = 0, server_version: str, **kwargs: Any) -> None:
+    def __init__(self, *, round_offset: int = 0, server_version: str, transport_dtype: str = "float32",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.round_offset = round_offset
+        # The global model stays float32 here; it is cast for the wire only (configure_train), and
+        # the boards' replies are cast back up before they are averaged (aggregate_train).
+        self.transport_dtype = transport_dtype
         self.server_version = server_version
         self.stats: dict[int, RoundStats] = {}
         # node id -> {"cid", "board"}, from the boards' replies (and the metrics log, across restarts):
@@ -63,13 +68,19 @@ class ResumableFedAvg(FedAvg):
         board = self.boards.get(node, {}) if node is not None else {}
         return f"node {node} (cid {board.get('cid', '?')}, board {board.get('board') or 'unknown'})"
 
+    def wire_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global model as it travels: cast to the transport dtype (it stays float32 here)."""
+        if self.transport_dtype == "float32":
+            return arrays
+        return ArrayRecord({key: Array(array.numpy().astype(self.transport_dtype)) for key, array in arrays.items()})
+
     def _stats(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats(server_round))
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         true_round = server_round + self.round_offset
-        messages = list(super().configure_train(true_round, arrays, config, grid))
+        messages = list(super().configure_train(true_round, self.wire_arrays(arrays), config, grid))
         stats = self._stats(true_round)
         stats.started = time.time()
         stats.train_sent = len(messages)
@@ -120,6 +131,13 @@ class ResumableFedAvg(FedAvg):
                                        ("prepare_seconds", "client_prepare_seconds_max")):
                     if key in metrics:
                         setattr(stats, attribute, max(getattr(stats, attribute), float(metrics[key])))
+            try:
+                reply.content["arrays"] = to_compute_dtype(reply.content["arrays"])
+            except (KeyError, ValueError) as exc:
+                reason = f"reply not aggregated: {exc}"
+                log(WARNING, "edgefl: %s: %s", self.describe_node(node), reason)
+                stats.failures.append(self.failure(node, "train", settings.ERROR_INTERNAL, reason))
+                continue
             accepted.append(reply)
         silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
         for node in silent:

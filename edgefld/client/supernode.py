@@ -9,6 +9,7 @@ for a ClientApp: a foreign one gets Flower's own "FAB could not be verified"
 error reply, as an unsigned FAB would with trusted entities, and nothing of
 it is installed or imported. The check wraps one function of the pinned flwr.
 Every answer the SuperNode reads is bounded in size and rate (edgefld.client.bounded_reads).
+Its polls and waits are those of edgefld.flower_compat: fast while a federation is busy.
 
 It also stops in order. On SIGTERM from the daemon, Flower would stop its
 Runtime API first, and a ClientApp still training then fails to report
@@ -46,6 +47,7 @@ from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.cli import flower_supernode
 
+from edgefld import flower_compat
 from edgefld.client.bounded_reads import bound, bounds_from_environment
 from edgefld.procs import descendants, die_with_parent
 from edgefld.server.fab import foreign_fab_problem
@@ -217,6 +219,8 @@ def main() -> None:
         _bound_replies(*bounds)
     supernode_internal._push_messages = _atomic_push_messages
     supernode_internal.register_signal_handlers = _register_deferring_signal_handlers
+    flower_compat.adaptive_supernode_polls()  # wraps the FAB-checking pull above
+    flower_compat.bound_object_pulls()
     add_exit_handler(end_children_first, run_before_force_exit=True)
     signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
     parent = os.environ.get("EDGEFL_PARENT_PID", "")

@@ -303,6 +303,10 @@ KEYS: tuple[Key, ...] = (
     Key("server", "round_timeout", "float", 600.0, minimum=1.0, maximum=86_400.0,
         doc="Seconds a round waits for the boards' replies; a board that has not answered by then "
             "counts as failed for that round."),
+    Key("server", "transport_dtype", "choice", "float32", choices=("float32", "float16"),
+        doc="How the model's weights travel to and from the boards. \"float16\" halves the bytes of a round; "
+            "boards train and the server aggregates in float32 either way (measured on mnist, 5 rounds: "
+            "see tests/apps/test_transport_dtype.py for the accuracy it costs)."),
     Key("server", "max_connections", "int", 4096, minimum=16, maximum=1_000_000,
         doc="Connections the Fleet gateway holds at once; one more is closed at once (each board keeps one or "
             "two). Kept within the process's file descriptors (the unit sets LimitNOFILE=65536)."),

@@ -103,6 +103,7 @@ class ServerDaemon:
             "task": s.task, "num-rounds": s.rounds, "num-partitions": s.num_partitions,
             "local-epochs": s.local_epochs, "batch-size": s.batch_size, "sample-fraction": s.sample_fraction,
             "min-clients": s.min_clients, "round-timeout": s.round_timeout,
+            "transport-dtype": s.transport_dtype,
             "state-dir": str(self.state_dir), "data-dir": s.data_dir, "server-version": __version__,
         }
 

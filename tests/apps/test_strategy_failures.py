@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
+from edgefld.apps.records import record_from
 from edgefld.apps.server_app import known_boards
 from edgefld.apps.strategy import ResumableFedAvg
 from edgefld.persist import append_jsonl
@@ -27,7 +28,7 @@ def _metadata(message_id: str, src: int, dst: int, reply_to: str = "") -> Metada
 
 def _instructions(strategy: ResumableFedAvg, round_: int, nodes: list[int]) -> list[Message]:
     # The message ids are what Flower's grid gives them when it sends them.
-    messages = [Message(RecordDict({"arrays": ArrayRecord([np.zeros(3, dtype=np.float32)]),
+    messages = [Message(RecordDict({"arrays": record_from([np.zeros(3, dtype=np.float32)]),
                                     "config": ConfigRecord({"server-round": round_})}),
                         metadata=_metadata(f"r{round_}-to-{node}", SERVER_NODE, node)) for node in nodes]
     stats = strategy._stats(round_)
@@ -36,7 +37,7 @@ def _instructions(strategy: ResumableFedAvg, round_: int, nodes: list[int]) -> l
 
 
 def _trained(instruction: Message, cid: int, board: str) -> Message:
-    reply = Message(RecordDict({"arrays": ArrayRecord([np.ones(3, dtype=np.float32)]),
+    reply = Message(RecordDict({"arrays": record_from([np.ones(3, dtype=np.float32)]),
                                 "metrics": MetricRecord({"num-examples": 10, "train_loss": 0.5}),
                                 "client": ConfigRecord({"edgefl-version": "0", "cid": cid, "board": board,
                                                         "backend": "torch"})}),

@@ -1,0 +1,117 @@
+"""Flower 1.42 internals whose timing edgefld changes: the waits on a round's path.
+
+Flower's fixed waits cost a round seconds whatever the training takes:
+the SuperNode sleeps 3 s after every empty poll and 0.5 s while it waits for a
+ClientApp's reply and its objects (flwr/supernode/start_client_internal.py);
+a missing object is retried after 1, 2, 4 ... 10 s in every process that pulls
+objects (flwr/supercore/inflatable/inflatable_utils.py, defaults from
+flwr/supercore/constant.py); the ServerApp polls for replies every 3 s
+(flwr/superlink/grid/http_grid.py). None of them is a setting. Each one
+changed here is pinned by tests/test_flower_compat.py (the source of the code
+it depends on, hashed): an upgrade of flwr that changes any of them fails
+there first.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from typing import Any, Iterable
+
+FLOWER_VERSION = "1.42.0"
+
+# A missing object (its sender still uploading, or the task created before its objects were stored)
+# is retried after 0.05 s, doubling up to 0.5 s: Flower's 1 s first retry alone exceeds a round's budget.
+PULL_INITIAL_BACKOFF_S = 0.05
+PULL_BACKOFF_CAP_S = 0.5
+
+# The SuperNode polls the server every FAST_POLL_S while a federation is busy (FAST_WINDOW_S after the
+# last message it received), then slows down by doubling up to IDLE_POLL_S, Flower's own interval:
+# an idle fleet loads the server as stock Flower does, a busy one gets its next message within 0.2 s.
+FAST_POLL_S = 0.2
+FAST_WINDOW_S = 30.0
+IDLE_POLL_S = 3.0
+# While a ClientApp works, the SuperNode checks its local store for the reply every REPLY_WAIT_S
+# (Flower: 0.5 s); a local lookup, no network.
+REPLY_WAIT_S = 0.05
+
+
+def bound_object_pulls() -> None:
+    """Every object pull of this process retries quickly (ClientApp, SuperNode, ServerApp).
+
+    The two pull functions take the backoff as keyword defaults bound at definition time,
+    so the defaults themselves are changed: each caller (run_clientapp, the SuperNode, the
+    ServerApp's grid) gets them whatever name it imported the function under."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        defaults = dict(function.__kwdefaults__)
+        defaults.update(initial_backoff=PULL_INITIAL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S)
+        function.__kwdefaults__ = defaults
+
+
+def poll_interval(since_message_s: float, previous_s: float) -> float:
+    """Seconds to wait after an empty poll, ``since_message_s`` after the last message received."""
+    if since_message_s < FAST_WINDOW_S:
+        return FAST_POLL_S
+    return min(IDLE_POLL_S, max(FAST_POLL_S, previous_s) * 2)
+
+
+class _ShortSleeps(types.ModuleType):
+    """The ``time`` module as start_client_internal sees it: its waits for a local reply are shorter."""
+
+    def __init__(self) -> None:
+        super().__init__("time")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(min(seconds, REPLY_WAIT_S))
+
+
+def adaptive_supernode_polls() -> None:
+    """The SuperNode's loop polls at poll_interval and waits REPLY_WAIT_S for replies and their objects.
+
+    Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
+    that returns None: the wrapper installed here polls again itself until a message comes, so
+    Flower's sleep is never reached. Call after any other wrapping of that function."""
+    from flwr.supernode import start_client_internal as internal
+
+    pull = internal._pull_and_store_message
+    last_message = [time.monotonic()]  # a starting node is about to be asked: it polls fast at first
+
+    def polling_pull(**kwargs: Any) -> int | None:
+        interval = FAST_POLL_S
+        while True:
+            run_id = pull(**kwargs)
+            if run_id is not None:
+                last_message[0] = time.monotonic()
+                return run_id
+            interval = poll_interval(time.monotonic() - last_message[0], interval)
+            time.sleep(interval)
+
+    internal._pull_and_store_message = polling_pull
+    internal.time = _ShortSleeps()  # type: ignore[attr-defined]
+
+
+def fast_grid_polls(grid: Any, interval: float) -> None:
+    """The ServerApp's grid polls for replies every ``interval`` s instead of Flower's fixed 3 s.
+
+    Replaces HttpGrid.send_and_receive on this grid with the same loop over Grid's public
+    push_messages / pull_messages."""
+    def send_and_receive(messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+        pending = set(grid.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Any] = []
+        while pending and (deadline is None or time.monotonic() < deadline):
+            got = list(grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending:
+                time.sleep(interval)
+        return replies
+
+    grid.send_and_receive = send_and_receive
+

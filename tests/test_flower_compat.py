@@ -1,0 +1,102 @@
+"""Pins of every Flower internal edgefld.flower_compat changes, and what the changes do.
+
+The pins hash the source of the Flower code each change depends on: an upgrade of flwr
+that touches any of it fails here, naming what to re-check, before a federation slows
+down (or hangs) for a reason nobody sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+
+import flwr
+import pytest
+from flwr.supercore.inflatable import inflatable_utils
+from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+from flwr.superlink.grid.http_grid import HttpGrid
+from flwr.supernode import start_client_internal as supernode_internal
+
+from edgefld import flower_compat
+
+
+def _digest(function) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+
+
+# (function, sha256 prefix of its source in flwr 1.42.0, what edgefld relies on in it)
+PINNED = [
+    (supernode_internal.start_client_internal, "9e89a6eb68fbec68",
+     "its loop calls the module's _pull_and_store_message and sleeps 3 s only when that returns None"),
+    (supernode_internal._push_messages, "00bb86faffdec114",
+     "it waits for a reply and its objects with the module's time.sleep(0.5), a local lookup"),
+    (inflatable_utils.pull_objects, "31bb2de46b450e6a",
+     "its backoff comes from the keyword defaults initial_backoff and backoff_cap"),
+    (inflatable_utils.pull_and_inflate_object_from_tree, "139811483a15e4a6",
+     "it passes its own keyword defaults initial_backoff and backoff_cap to pull_objects"),
+    (HttpGrid.send_and_receive, "699c9f048f3cff74",
+     "push_messages then pull_messages until every reply came or the timeout passed (fast_grid_polls redoes it)"),
+]
+
+
+def test_flower_is_the_pinned_release():
+    assert flwr.__version__ == flower_compat.FLOWER_VERSION
+
+
+@pytest.mark.parametrize("function,digest,relied_on", PINNED, ids=[p[0].__qualname__ for p in PINNED])
+def test_flower_code_edgefld_patches_is_unchanged(function, digest, relied_on):
+    assert _digest(function) == digest, (
+        f"{function.__module__}.{function.__qualname__} changed in flwr {flwr.__version__}: re-check that "
+        f"{relied_on} (edgefld/flower_compat.py), then update this pin")
+
+
+def test_the_waits_edgefld_shortens_are_where_it_expects_them():
+    loop = inspect.getsource(supernode_internal.start_client_internal)
+    assert "run_id = _pull_and_store_message(" in loop and "time.sleep(3)" in loop
+    assert inspect.getsource(supernode_internal._push_messages).count("time.sleep(0.5)") == 2
+    assert supernode_internal.time is time or isinstance(supernode_internal.time, flower_compat._ShortSleeps)
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        assert {"initial_backoff", "backoff_cap"} <= set(function.__kwdefaults__)
+
+
+def test_a_missing_object_is_pulled_again_within_a_fraction_of_a_second():
+    saved = {f: dict(f.__kwdefaults__) for f in (inflatable_utils.pull_objects,
+                                                   inflatable_utils.pull_and_inflate_object_from_tree)}
+    attempts: list[float] = []
+
+    def pull(object_id: str) -> bytes:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:  # not uploaded yet: Flower would wait 1 + 2 + 4 s
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    try:
+        flower_compat.bound_object_pulls()
+        started = time.monotonic()
+        assert inflatable_utils.pull_objects(["a" * 64], pull) == {"a" * 64: b"content"}
+        assert time.monotonic() - started < 1.0, attempts
+        assert len(attempts) == 4
+    finally:
+        for function, defaults in saved.items():
+            function.__kwdefaults__ = defaults
+
+
+def test_poll_interval_is_fast_after_a_message_and_backs_off_to_flowers_when_idle():
+    assert flower_compat.poll_interval(0.0, 0.0) == flower_compat.FAST_POLL_S
+    assert flower_compat.poll_interval(flower_compat.FAST_WINDOW_S - 1, 0.2) == flower_compat.FAST_POLL_S
+    intervals, previous = [], flower_compat.FAST_POLL_S
+    for _ in range(8):
+        previous = flower_compat.poll_interval(flower_compat.FAST_WINDOW_S + 1, previous)
+        intervals.append(previous)
+    assert intervals[:4] == [0.4, 0.8, 1.6, 3.0] and set(intervals[3:]) == {flower_compat.IDLE_POLL_S}
+    # Idle, a board polls no more often than stock Flower does.
+    assert flower_compat.IDLE_POLL_S >= 3.0
+
+
+def test_waits_for_a_local_reply_are_short_and_nothing_else_of_time_changes():
+    short = flower_compat._ShortSleeps()
+    started = time.monotonic()
+    short.sleep(0.5)
+    assert time.monotonic() - started < 0.3
+    assert short.monotonic is time.monotonic and short.time is time.time
