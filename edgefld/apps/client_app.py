@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -210,7 +210,8 @@ def _write_status(node_status_file: str, record: dict[str, Any]) -> None:
 
 
 def _refusal(msg: Message, context: Context, exc: RefusedMessage, phase: str) -> Message:
-    log(ERROR, "edgefl: %s refused (%s): %s", phase, settings.ERROR_NAMES.get(exc.code, exc.code), exc.reason)
+    # A WARNING: refusing is this board doing its job (guards, bad data); the server records it as a failure.
+    log(WARNING, "edgefl: %s refused (%s): %s", phase, settings.ERROR_NAMES.get(exc.code, exc.code), exc.reason)
     status_file = str(context.node_config.get("status-file", ""))
     _write_status(status_file, {"phase": phase, "round": _server_round(msg), "error": exc.reason, "code": exc.code})
     return Message(Error(code=exc.code, reason=exc.reason), reply_to=msg)

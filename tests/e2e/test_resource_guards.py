@@ -36,3 +36,5 @@ def test_a_throttled_board_refuses_every_round_and_the_federation_goes_on(federa
     assert "board: Raspberry Pi 4 Model B" in throttled.log()
     assert "round 2 train:" in good.log()
     assert throttled.alive(), "refusing a round is not a crash"
+    for log in (throttled.log(), good.log(), server.log()):  # refusing is normal operation, not an error
+        assert not re.search(r"\bERROR\b|Traceback", log), log
