@@ -168,6 +168,23 @@ def descendants(root: int, proc: Path = Path("/proc")) -> list[int]:
     return found
 
 
+def kill_descendants_named(root: int, name: bytes, timeout: float = 2.0) -> list[int]:
+    """SIGKILL ``root``'s descendants whose command line holds ``name``; wait (bounded) until they are gone."""
+    found = []
+    for pid in descendants(root):
+        try:
+            if name in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # exited meanwhile
+            continue
+    for pid in found:
+        _signal_pid(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(_pid_alive(pid) for pid in found) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return found
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)

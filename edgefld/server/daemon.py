@@ -298,6 +298,8 @@ class ServerDaemon:
             if info.finished:
                 self._log_new_rounds()
                 return info
+        if self.superlink is not None:
+            self.superlink.end_serverapps()  # first: see SuperLink.end_serverapps
         try:
             control.stop(run_id)
         except ControlError:

@@ -14,7 +14,7 @@ from typing import Callable
 from edgefld.errors import EdgeflError
 from edgefld.logs import get_logger
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
-from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
+from edgefld.procs import flower_environment, free_loopback_port, kill_descendants_named, spawn, stop_tree
 from edgefld.server.superlink_db import prepare_database
 
 log = get_logger("server")
@@ -108,3 +108,13 @@ class SuperLink:
     def stop(self) -> None:
         if self.process is not None:
             stop_tree(self.process, timeout=8.0)
+
+    def end_serverapps(self) -> list[int]:
+        """End the ServerApp processes before their run is stopped: a ServerApp polling its run after
+        StopRun revoked its token makes the SuperLink log an ERROR ("[ApiError:1008] Runtime task-token
+        authentication failed") for what is a planned stop. SIGKILL, not SIGTERM: nothing in a ServerApp
+        needs flushing (checkpoints and metrics are written whole or not at all), and Flower's own exit
+        would talk to the SuperLink on its way out."""
+        if self.process is None:
+            return []
+        return kill_descendants_named(self.process.pid, b"flwr-serverapp")

@@ -105,3 +105,24 @@ def test_a_flower_child_whose_parent_is_already_gone_ends_at_once():
                            str(gone.pid)], capture_output=True, timeout=30)
     assert done.returncode == -9, done  # SIGKILL before any of Flower's code ran
     assert time.monotonic() - started < 5
+
+
+def test_kill_descendants_named_ends_only_the_named_grandchildren():
+    """SuperLink.end_serverapps: the ServerApp processes under the SuperLink go before their run is stopped."""
+    from edgefld.procs import kill_descendants_named
+
+    code = ("import subprocess, sys, time\n"
+            "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', name])"
+            " for name in ('flwr-serverapp', 'flower-superexec')]\n"
+            "print(' '.join(str(k.pid) for k in kids), flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        app, other = (int(pid) for pid in parent.stdout.readline().split())
+        assert kill_descendants_named(parent.pid, b"flwr-serverapp") == [app]
+        assert not _alive(app)
+        assert _alive(other) and parent.poll() is None
+    finally:
+        for pid in descendants(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
