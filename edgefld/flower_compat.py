@@ -34,6 +34,9 @@ IDLE_POLL_S = 3.0
 # While a ClientApp works, the SuperNode checks its local store for the reply every REPLY_WAIT_S
 # (Flower: 0.5 s); a local lookup, no network.
 REPLY_WAIT_S = 0.05
+# What the pull wrapper returns to Flower's loop when no message came but a reply waits: the loop
+# only tests it against None, then sends the waiting replies.
+STRANDED_REPLY_RUN = 0
 
 
 def bound_object_pulls() -> None:
@@ -71,12 +74,29 @@ class _ShortSleeps(types.ModuleType):
         time.sleep(min(seconds, REPLY_WAIT_S))
 
 
+def reply_waiting(state: Any) -> bool:
+    """Whether the SuperNode's state holds a ClientApp's reply not yet taken for sending.
+
+    Reads InMemoryNodeState's store the way its get_messages_legacy(is_reply=True) selects,
+    without marking anything retrieved."""
+    with state.lock_msg_store:
+        return any(not entry.is_retrieved and entry.message.metadata.reply_to_message_id != ""
+                   for entry in state.msg_store.values())
+
+
 def adaptive_supernode_polls() -> None:
     """The SuperNode's loop polls at poll_interval and waits REPLY_WAIT_S for replies and their objects.
 
     Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
     that returns None: the wrapper installed here polls again itself until a message comes, so
-    Flower's sleep is never reached. Call after any other wrapping of that function."""
+    Flower's sleep is never reached. Call after any other wrapping of that function.
+
+    It also returns as soon as a reply waits in the state with no message pulled. Flower's loop
+    sends replies only right after a pull that returned a run, and then only those already there:
+    a message whose run was stopped while it was being received (a server restarted mid-round)
+    stays stored, its ClientApp still runs, and its reply can take the one sending turn of the
+    next run's message, whose own reply then waits, unsent, for a message that never comes while
+    the server waits for that reply (seen: a restarted server's round never ended)."""
     from flwr.supernode import start_client_internal as internal
 
     pull = internal._pull_and_store_message
@@ -89,6 +109,8 @@ def adaptive_supernode_polls() -> None:
             if run_id is not None:
                 last_message[0] = time.monotonic()
                 return run_id
+            if reply_waiting(kwargs["state"]):
+                return STRANDED_REPLY_RUN
             interval = poll_interval(time.monotonic() - last_message[0], interval)
             time.sleep(interval)
 

@@ -15,8 +15,12 @@ import flwr
 import pytest
 from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+from flwr.app import Message, Metadata, RecordDict
+from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.superlink.grid.http_grid import HttpGrid
 from flwr.supernode import start_client_internal as supernode_internal
+from flwr.supernode.nodestate import NodeStateFactory
+from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
 
 from edgefld import flower_compat
 
@@ -31,6 +35,10 @@ PINNED = [
      "its loop calls the module's _pull_and_store_message and sleeps 3 s only when that returns None"),
     (supernode_internal._push_messages, "00bb86faffdec114",
      "it waits for a reply and its objects with the module's time.sleep(0.5), a local lookup"),
+    (supernode_internal._pull_and_store_message, "eaf5d0e36dc34e4c",
+     "a message whose run stops while it is received stays stored (its reply comes later, unasked)"),
+    (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
+     "a reply to send is an entry of msg_store, not retrieved, with a reply_to_message_id (reply_waiting)"),
     (inflatable_utils.pull_objects, "31bb2de46b450e6a",
      "its backoff comes from the keyword defaults initial_backoff and backoff_cap"),
     (inflatable_utils.pull_and_inflate_object_from_tree, "139811483a15e4a6",
@@ -100,3 +108,41 @@ def test_waits_for_a_local_reply_are_short_and_nothing_else_of_time_changes():
     short.sleep(0.5)
     assert time.monotonic() - started < 0.3
     assert short.monotonic is time.monotonic and short.time is time.time
+
+
+def _message(state: InMemoryNodeState, message_id: str, reply_to: str = "") -> None:
+    state.store_message(Message(RecordDict(), metadata=Metadata(
+        run_id=7, message_id=message_id, src_node_id=1, dst_node_id=2, reply_to_message_id=reply_to,
+        group_id="2", created_at=time.time(), ttl=60.0, message_type="train")))
+
+
+def test_the_supernode_keeps_flowers_in_memory_state():
+    assert type(NodeStateFactory(ObjectStoreFactory()).state()) is InMemoryNodeState
+
+
+def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
+    """The restarted-server case: a reply stored after the loop's one sending turn still goes out."""
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    polls: list[float] = []
+    saved = supernode_internal._pull_and_store_message, supernode_internal.time
+
+    def empty_pull(**kwargs) -> int | None:
+        polls.append(time.monotonic())
+        if len(polls) == 3:
+            _message(state, "b" * 64, reply_to="a" * 64)  # a ClientApp finished meanwhile
+        return 99 if len(polls) == 6 else None  # a next message (without the fix, the reply waited for it)
+
+    try:
+        supernode_internal._pull_and_store_message = empty_pull
+        flower_compat.adaptive_supernode_polls()
+        _message(state, "a" * 64)  # the instruction itself is no reply
+        assert not flower_compat.reply_waiting(state)
+        started = time.monotonic()
+        run_id = supernode_internal._pull_and_store_message(state=state)
+        assert run_id is not None and len(polls) == 3 and time.monotonic() - started < 2.0
+        assert flower_compat.reply_waiting(state)
+        # Looking did not take it: Flower's sending turn still gets it.
+        assert [m.metadata.message_id for m in state.get_messages_legacy(is_reply=True)] == ["b" * 64]
+        assert not flower_compat.reply_waiting(state)
+    finally:
+        supernode_internal._pull_and_store_message, supernode_internal.time = saved
