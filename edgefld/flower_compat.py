@@ -31,12 +31,20 @@ PULL_BACKOFF_CAP_S = 0.5
 FAST_POLL_S = 0.2
 FAST_WINDOW_S = 30.0
 IDLE_POLL_S = 3.0
-# While a ClientApp works, the SuperNode checks its local store for the reply every REPLY_WAIT_S
-# (Flower: 0.5 s); a local lookup, no network.
+# While a ClientApp works, the SuperNode checks its local store for the reply (and the reply's objects)
+# every REPLY_WAIT_S (Flower: 0.5 s); a local lookup, no network.
 REPLY_WAIT_S = 0.05
 # What the pull wrapper returns to Flower's loop when no message came but a reply waits: the loop
 # only tests it against None, then sends the waiting replies.
-STRANDED_REPLY_RUN = 0
+REPLY_WAITING = 0
+
+
+def superexec_auth_methods() -> frozenset[str]:
+    """The Runtime API methods whose callers must hold the SuperExec secret (AcquireTask): edgefld's warm
+    runtime (edgefld.client.warm) signs what Flower's SuperExec would sign."""
+    from flwr.supercore.superexec.run_superexec import _SUPEREXEC_AUTH_METHODS
+
+    return frozenset(_SUPEREXEC_AUTH_METHODS)
 
 
 def bound_object_pulls() -> None:
@@ -84,14 +92,27 @@ def reply_waiting(state: Any) -> bool:
                    for entry in state.msg_store.values())
 
 
+def message_in_work(state: Any) -> bool:
+    """Whether the SuperNode's state holds a message from the server (its reply not sent yet)."""
+    with state.lock_msg_store:
+        return any(entry.message.metadata.reply_to_message_id == "" for entry in state.msg_store.values())
+
+
 def adaptive_supernode_polls() -> None:
-    """The SuperNode's loop polls at poll_interval and waits REPLY_WAIT_S for replies and their objects.
+    """The SuperNode's loop polls at poll_interval, never blocks on a reply, and waits REPLY_WAIT_S for a reply's objects.
 
     Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
     that returns None: the wrapper installed here polls again itself until a message comes, so
     Flower's sleep is never reached. Call after any other wrapping of that function.
 
-    It also returns as soon as a reply waits in the state with no message pulled. Flower's loop
+    Replies are sent as they come, and the loop never waits for one: Flower's loop pulls a
+    message, then blocks until some reply is there before it pulls again, so a ClientApp hung
+    in one round (on a dead run, say) kept the board out of every later round until its task
+    token expired (60 s without a heartbeat; never, if its heartbeat thread still runs). Here
+    the send step returns at once when no reply waits, and the pull returns as soon as one does:
+    ClientApps of consecutive messages may overlap (edgefld.client.warm forks each one).
+
+    The pull also returns as soon as a reply waits in the state with no message pulled. Flower's loop
     sends replies only right after a pull that returned a run, and then only those already there:
     a message whose run was stopped while it was being received (a server restarted mid-round)
     stays stored, its ClientApp still runs, and its reply can take the one sending turn of the
@@ -109,12 +130,25 @@ def adaptive_supernode_polls() -> None:
             if run_id is not None:
                 last_message[0] = time.monotonic()
                 return run_id
-            if reply_waiting(kwargs["state"]):
-                return STRANDED_REPLY_RUN
             interval = poll_interval(time.monotonic() - last_message[0], interval)
-            time.sleep(interval)
+            # While a ClientApp works, look for its reply every REPLY_WAIT_S (a local lookup) and
+            # ask the server again every ``interval``; an idle node only asks the server.
+            wake_at = time.monotonic() + interval
+            while True:
+                if reply_waiting(kwargs["state"]):
+                    return REPLY_WAITING
+                if time.monotonic() >= wake_at:
+                    break
+                time.sleep(REPLY_WAIT_S if message_in_work(kwargs["state"]) else interval)
+
+    push = internal._push_messages
+
+    def push_waiting_replies(**kwargs: Any) -> None:
+        if reply_waiting(kwargs["state"]):
+            push(**kwargs)
 
     internal._pull_and_store_message = polling_pull
+    internal._push_messages = push_waiting_replies
     internal.time = _ShortSleeps()  # type: ignore[attr-defined]
 
 

@@ -168,15 +168,21 @@ def descendants(root: int, proc: Path = Path("/proc")) -> list[int]:
     return found
 
 
+def names_of(pid: int) -> bytes:
+    """The command name (/proc/PID/comm) and command line of ``pid``, NUL-separated; b"" once it is gone.
+
+    A process forked without exec (edgefld.client.warm's SuperNode and ClientApps) keeps its
+    parent's command line and is told apart by its command name."""
+    try:
+        proc = Path("/proc") / str(pid)
+        return (proc / "comm").read_bytes().rstrip(b"\n") + b"\0" + (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def kill_descendants_named(root: int, name: bytes, timeout: float = 2.0) -> list[int]:
-    """SIGKILL ``root``'s descendants whose command line holds ``name``; wait (bounded) until they are gone."""
-    found = []
-    for pid in descendants(root):
-        try:
-            if name in (Path("/proc") / str(pid) / "cmdline").read_bytes():
-                found.append(pid)
-        except OSError:  # exited meanwhile
-            continue
+    """SIGKILL ``root``'s descendants whose command name or line holds ``name``; wait (bounded) until they are gone."""
+    found = [pid for pid in descendants(root) if name in names_of(pid)]
     for pid in found:
         _signal_pid(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout

@@ -34,7 +34,8 @@ PINNED = [
     (supernode_internal.start_client_internal, "9e89a6eb68fbec68",
      "its loop calls the module's _pull_and_store_message and sleeps 3 s only when that returns None"),
     (supernode_internal._push_messages, "00bb86faffdec114",
-     "it waits for a reply and its objects with the module's time.sleep(0.5), a local lookup"),
+     "it sends every reply get_messages_legacy(is_reply=True) gives, blocking (time.sleep(0.5)) only while "
+     "there is none (edgefld calls it only when one waits) or while a reply's objects are still coming"),
     (supernode_internal._pull_and_store_message, "eaf5d0e36dc34e4c",
      "a message whose run stops while it is received stays stored (its reply comes later, unasked)"),
     (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
@@ -124,7 +125,7 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
     """The restarted-server case: a reply stored after the loop's one sending turn still goes out."""
     state = NodeStateFactory(ObjectStoreFactory()).state()
     polls: list[float] = []
-    saved = supernode_internal._pull_and_store_message, supernode_internal.time
+    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
 
     def empty_pull(**kwargs) -> int | None:
         polls.append(time.monotonic())
@@ -136,7 +137,7 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
         supernode_internal._pull_and_store_message = empty_pull
         flower_compat.adaptive_supernode_polls()
         _message(state, "a" * 64)  # the instruction itself is no reply
-        assert not flower_compat.reply_waiting(state)
+        assert not flower_compat.reply_waiting(state) and flower_compat.message_in_work(state)
         started = time.monotonic()
         run_id = supernode_internal._pull_and_store_message(state=state)
         assert run_id is not None and len(polls) == 3 and time.monotonic() - started < 2.0
@@ -145,4 +146,23 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
         assert [m.metadata.message_id for m in state.get_messages_legacy(is_reply=True)] == ["b" * 64]
         assert not flower_compat.reply_waiting(state)
     finally:
-        supernode_internal._pull_and_store_message, supernode_internal.time = saved
+        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_the_supernode_never_blocks_on_a_reply_so_clientapps_may_overlap():
+    """Flower's send step waits for a reply before the next pull; here it returns when none waits."""
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    sent: list[int] = []
+    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
+    try:
+        supernode_internal._push_messages = lambda **kwargs: sent.append(1)  # Flower's, which would block here
+        flower_compat.adaptive_supernode_polls()
+        _message(state, "a" * 64)  # a ClientApp works on it (or hangs)
+        started = time.monotonic()
+        supernode_internal._push_messages(state=state)
+        assert sent == [] and time.monotonic() - started < 0.1  # back to pulling the next message at once
+        _message(state, "b" * 64, reply_to="a" * 64)
+        supernode_internal._push_messages(state=state)
+        assert sent == [1]
+    finally:
+        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved

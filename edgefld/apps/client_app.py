@@ -29,19 +29,19 @@ from edgefld.apps.records import record_from, transport_dtype_of, weights_from
 app = ClientApp()
 
 
-def _process_started_at() -> float | None:
-    """When this ClientApp process started (Linux), to tell start-up cost from training in the metrics."""
+def _process_age() -> float | None:
+    """Seconds since this ClientApp process started (Linux), to tell start-up cost from training in the metrics.
+
+    Read when a message comes, not at import: a ClientApp forked from a preloaded process
+    (edgefld.client.warm) imported this module long before it started. Both clocks count from
+    boot (the process's start in clock ticks, CLOCK_BOOTTIME now): /proc/stat's boot time is in
+    whole seconds, too coarse for a fork that is ready in milliseconds."""
     try:
         with open("/proc/self/stat") as stat:
             ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as system:
-            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return None
-
-
-_PROCESS_STARTED_AT = _process_started_at()
 
 
 class RefusedMessage(Exception):
@@ -220,6 +220,7 @@ def _refusal(msg: Message, context: Context, exc: RefusedMessage, phase: str) ->
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     handler_started_at = time.time()
+    process_age = _process_age()
     try:
         node, run, task, backend = _prepare(context)
         prepare_seconds = time.time() - handler_started_at  # importing the backend dominates it
@@ -263,7 +264,7 @@ def train(msg: Message, context: Context) -> Message:
             "val_accuracy": float(validation.accuracy),
             # Where a round's time goes on the board: process start-up (interpreter, imports),
             # then this handler (data, backend, validation, training).
-            "startup_seconds": float(handler_started_at - _PROCESS_STARTED_AT) if _PROCESS_STARTED_AT else 0.0,
+            "startup_seconds": float(process_age) if process_age is not None else 0.0,
             "handler_seconds": float(time.time() - handler_started_at),
             "prepare_seconds": float(prepare_seconds),
             "num-examples": int(result.num_examples),

@@ -95,6 +95,17 @@ BACKEND_MODULES = {
 }
 
 
+def preload_backend(name: str) -> None:
+    """Import the backend's module and its framework, creating nothing (no threads, no model).
+
+    For a process that forks its ClientApps (edgefld.client.warm): each fork then starts with
+    the framework already in memory, shared with its siblings until written to."""
+    module = importlib.import_module(BACKEND_MODULES[name])
+    preload = getattr(module, "preload", None)
+    if preload is not None:
+        preload()
+
+
 def load_backend(name: str, device: str = "cpu", threads: int | None = None) -> Backend:
     module_name = BACKEND_MODULES.get(name)
     if module_name is None:

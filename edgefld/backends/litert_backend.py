@@ -94,6 +94,11 @@ def _interpreter_class() -> tuple[type, str]:
     return Interpreter, "tflite-runtime"
 
 
+def preload() -> None:
+    """The interpreter's module, imported (edgefld.backends.base.preload_backend)."""
+    _interpreter_class()
+
+
 def create_backend(device: str = "cpu", threads: int | None = None, *,
                    default_delegates: bool = True) -> LiteRTBackend:
     """The LiteRT backend; ``threads`` is each interpreter's thread count (default: LiteRT's).

@@ -207,10 +207,12 @@ class ClientDaemon:
             security = ["--insecure"]
         if self.key_path:
             security += ["--auth-supernode-private-key", self.key_path]
-        argv = [
-            sys.executable, "-m", "edgefld.client.supernode", *security, "--superlink", self.client.server,
-            "--node-config", str(config_path), "--port", str(runtime_port),
-        ]
+        supernode_args = [*security, "--superlink", self.client.server, "--node-config", str(config_path)]
+        if self.client.clientapp_runtime == "warm":
+            argv = [sys.executable, "-m", "edgefld.client.warm", "--backend", str(profile.backend),
+                    "--runtime-port", str(runtime_port), "--", *supernode_args]
+        else:
+            argv = [sys.executable, "-m", "edgefld.client.supernode", *supernode_args, "--port", str(runtime_port)]
         threads = str(profile.threads)
         env = flower_environment(self.state_dir / "flwr", {
             # Reaches every ClientApp process: a backend must not spawn more threads than the profile allows.
@@ -222,8 +224,8 @@ class ClientDaemon:
         self.refusal = None
         self.supernode = spawn(argv, env, subprocess.PIPE)
         threading.Thread(target=self._read_output, args=(self.supernode,), daemon=True).start()
-        log.info("connecting to %s as client %d (SuperNode pid %d)", self.client.server, self.client.cid,
-                 self.supernode.pid)
+        log.info("connecting to %s as client %d (%s pid %d)", self.client.server, self.client.cid,
+                 "warm runtime" if self.client.clientapp_runtime == "warm" else "SuperNode", self.supernode.pid)
         self.notifier.set_status(f"connecting to {self.client.server}")
 
     def _read_output(self, process: subprocess.Popen[bytes]) -> None:

@@ -223,6 +223,11 @@ KEYS: tuple[Key, ...] = (
         doc="Port of Flower's SuperNode runtime API on 127.0.0.1 (local only). 0 picks a free port at "
             "every start, so several clients run on one host without further settings.",
         extra_check=lambda port: "must be 0 (pick a free port) or 1024..65535" if 0 < port < 1024 else None),
+    Key("client", "clientapp_runtime", "choice", "warm", choices=("warm", "flower"), flag="--clientapp-runtime",
+        doc="How each round's ClientApp process starts. \"warm\": forked from one process that has Flower, "
+            "edgefl and the backend already imported (ready in milliseconds; each round still gets a "
+            "process of its own). \"flower\": Flower's own SuperExec starts a fresh interpreter per "
+            "message (seconds of start-up and imports every round)."),
     Key("client", "tls", "switch", "auto", flag="--tls",
         doc="TLS to the server's Fleet API. \"auto\": on unless `server` is a loopback address "
             "(127.0.0.1, ::1, localhost), like the server's own \"auto\"; both sides must agree."),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefld.persist import Checkpoint, load_latest_checkpoint, read_checkpoint
+from edgefld.procs import names_of
 from tests.e2e.federation import Daemon, Federation, descendants
 
 
@@ -33,14 +34,8 @@ def alive(pid: int) -> bool:
 
 
 def children_running(daemon: Daemon, marker: bytes) -> list[int]:
-    found = []
-    for pid in descendants(daemon.process.pid):
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            pass
-    return found
+    """The daemon's descendants whose command name or line holds ``marker`` (a forked ClientApp has only its name)."""
+    return processes_named(daemon.process.pid, marker)
 
 
 def rounds(fed: Federation) -> list[int]:
@@ -91,11 +86,4 @@ def error_lines(root: Path) -> list[str]:
 
 
 def processes_named(root_pid: int, marker: bytes) -> list[int]:
-    found = []
-    for pid in descendants(root_pid):
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            pass
-    return found
+    return [pid for pid in descendants(root_pid) if marker in names_of(pid)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefld.procs import names_of
 from tests.faults.conftest import say
 from tests.faults.helpers import (
     alive,
@@ -89,15 +90,20 @@ def _death_times(pids: list[int], timeout: float) -> dict[int, float]:
     return dead
 
 
+# Command names of the processes the warm runtime forks (edgefld.client.warm): they keep its command line.
+_FORKED = {b"flwr-clientapp": "flwr-clientapp", b"flower-supernod": "supernode", b"edgefl-warm": "warm runtime"}
+
+
 def _named(pids: list[int]) -> dict[int, str]:
     names = {}
     for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+        comm, _, cmdline = names_of(pid).partition(b"\0")
+        if not comm:
             continue
-        names[pid] = next((a.decode() for a in argv if a.startswith((b"flwr-", b"flower-", b"edgefld.client"))),
-                          argv[0].decode())
+        argv = cmdline.split(b"\0")
+        name = next((a.decode() for a in argv if a.startswith((b"flwr-", b"flower-", b"edgefld.client"))),
+                    argv[0].decode())
+        names[pid] = _FORKED.get(comm, "supernode" if name == "edgefld.client.supernode" else name)
     return names
 
 
@@ -129,7 +135,7 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
         if how == signal.SIGTERM:
             assert daemon.process.returncode == 0, daemon.log()
             apps = [pid for pid in tree if names[pid] == "flwr-clientapp"]
-            supernode = [pid for pid in tree if names[pid] == "edgefld.client.supernode"]
+            supernode = [pid for pid in tree if names[pid] == "supernode"]
             assert apps and supernode, names
             # In order: the ClientApp ends (and reports its task to a SuperNode still serving), then the SuperNode.
             assert max(dead[pid] for pid in apps) <= dead[supernode[0]], (names, dead)
