@@ -10,7 +10,8 @@ STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models
+.PHONY: demo test test-fast test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models \
+	bench-venv bench-rounds
 
 venv: $(STAMP)
 
@@ -33,6 +34,30 @@ $(DEMO_STAMP): pyproject.toml scripts/bootstrap-venv
 	rm -f $(DEMO_VENV)/.edgefl-demo-*
 	PROGRESS=1 TORCH_CPU_ONLY=1 PYTHON=$(PYTHON) scripts/bootstrap-venv $(DEMO_VENV) $(BACKEND)
 	touch $@
+
+# `make bench-rounds`: bench/bench_rounds.py, rounds side by side (edgefl with Flower's stock
+# executor, with the warm client, and plain Flower; per backend), exit 1 when a target of issue 12
+# is missed. It runs under .venv-bench, the boards' packages (bench/board-requirements.txt: torch's
+# CPU-only build, as on a board, not PyPI's CUDA one), built once. BENCH_ARGS passes arguments,
+# e.g. BENCH_ARGS='--task digits --rounds 2 --backends litert' for a quick look.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.edgefl-bench
+BENCH_ARGS ?=
+# Where torch==2.13.0+cpu comes from when pip does not already find it (a pip --find-links page).
+TORCH_CPU_FIND_LINKS ?= https://download.pytorch.org/whl/cpu/torch/
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): pyproject.toml bench/board-requirements.txt
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "make bench-venv: needs Python >= 3.11 with venv (apt-get install python3-venv)" >&2; exit 69; }
+	rm -f $(BENCH_STAMP)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --retries 1 \
+		--find-links $(TORCH_CPU_FIND_LINKS) -r bench/board-requirements.txt -e .
+	touch $@
+
+bench-rounds: $(BENCH_STAMP)
+	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python bench/bench_rounds.py $(BENCH_ARGS)
 
 # All tests: the pytest suite, LiteRT's numerics on the other CPU kinds, the fault scenarios, then
 # (as root, which systemd-nspawn needs) the system test of the .debs under a real systemd.
@@ -70,7 +95,7 @@ litert-models:
 	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python -m edgefld.backends.litert_build
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) $(BENCH_VENV) build *.egg-info .pytest_cache
 
 # ---- Debian packages (packaging/README.md) ----------------------------------
 # make deb [ARCH=arm64] [DEB_REVISION=1]: dist/edgefl_<ver>_<arch>.deb and

@@ -108,8 +108,8 @@ class Federation:
         self.daemons.append(daemon)
         return daemon
 
-    def start_server(self, name: str = "server", *extra: str) -> Daemon:
-        return self._start(name, ["server", *extra])
+    def start_server(self, name: str = "server", *extra: str, env: dict[str, str] | None = None) -> Daemon:
+        return self._start(name, ["server", *extra], env)
 
     def start_client(self, cid: int, *extra: str, env: dict[str, str] | None = None,
                      prefix: list[str] | None = None) -> Daemon:
