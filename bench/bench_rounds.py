@@ -159,6 +159,8 @@ def role_of(comm: str, cmdline: str) -> str:
         return "clientapp"
     if comm == "edgefl-warm":
         return "warm"
+    if comm == "flower-supernod":  # forked by the warm runtime: its command name, 15 bytes
+        return "supernode"
     for marker, role in (("flwr-clientapp", "clientapp"), ("superexec", "superexec"), ("supernode", "supernode")):
         if marker in cmdline:
             return role

@@ -10,6 +10,8 @@ daemon by more than about a second:
   (``spawn``); the SuperNode turns it into an orderly leave
   (edgefld.client.supernode), the SuperLink simply dies (SQLite keeps its
   database consistent);
+- the warm runtime (edgefld.client.warm) forks the SuperNode and the ClientApps
+  itself, each with a parent-death signal, and stops them in order;
 - Flower starts its own children by name from PATH: ``flower_environment``
   puts first on PATH small launchers for them (edgefld.flower_entry) that set
   PR_SET_PDEATHSIG to SIGKILL before Flower's code runs (Flower's own

@@ -1,6 +1,7 @@
 """The edgefl-client daemon: keep this board in the federation, whatever happens to the server.
 
-    config -> detect the board -> choose the profile -> node config -> SuperNode (child)
+    config -> detect the board -> choose the profile -> node config -> warm runtime (child)
+                                                                          -> SuperNode, ClientApps (forks)
 
 Flower's SuperNode exits with status 0 when a restarted server no longer knows
 it, and otherwise retries on its own; this daemon restarts it with a backoff,
@@ -16,7 +17,10 @@ network answers ends the daemon: whoever can answer in the server's place
 could otherwise disable boards that systemd would never restart. Status 78
 stays for local configuration errors (found before any connection). A key the
 server has not enrolled is named too, and retried. The SuperNode is
-edgefld.client.supernode: Flower's, with a FAB check and bounded reads.
+edgefld.client.supernode: Flower's, with a FAB check and bounded reads. By default
+([client] clientapp_runtime = "warm") it runs forked from edgefld.client.warm, which
+has Flower, edgefld's apps and the backend imported once and forks every round's
+ClientApp; with "flower", Flower's own SuperExec starts a fresh interpreter per message.
 """
 
 from __future__ import annotations

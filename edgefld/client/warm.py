@@ -3,12 +3,14 @@
 Flower's SuperExec starts a fresh `flwr-clientapp` interpreter for every message: per round
 and board ~2.5 s of interpreter start-up and 2-4 s of `import torch`, for a tenth of a second
 of training (tens of seconds on a Pi 3's core). This process imports Flower's ClientApp
-runtime, edgefld's ClientApp and the board's backend framework once, and then
+runtime and edgefld's ClientApp once, and then
 
-- forks the SuperNode (edgefld.client.supernode, FAB check and all) in Flower's
+- forks the SuperNode (edgefld.client.supernode, FAB check and all; it registers while the
+  backend's framework is imported here, which it does not need) in Flower's
   `--isolation process` mode: it starts no SuperExec, and its Runtime API hands out tasks
   (AcquireTask) only to a caller holding the secret this process makes at start and gives it
   through a pipe. Nothing is written to disk; no other local process can claim a task;
+- imports the board's backend framework (torch, TensorFlow or LiteRT), creating nothing;
 - claims the SuperNode's ClientApp tasks itself, and runs each one in a fork of itself, with
   Flower's own ``run_clientapp``: every task still gets a process of its own, so a crash, a
   leak or a hang in one round cannot reach the next, and children may overlap (one stuck on a
@@ -75,8 +77,8 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def preload(backend: str | None) -> list[str]:
-    """Import what every ClientApp needs; return what could not be preloaded (it loads in each fork then)."""
+def preload_runtime() -> None:
+    """Import Flower's ClientApp runtime and edgefld's apps: what every ClientApp and the SuperNode need."""
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy: no thread pool in a process that forks
     import flwr.supernode.runtime.run_clientapp  # noqa: F401  (Flower's ClientApp runtime)
 
@@ -93,16 +95,17 @@ def preload(backend: str | None) -> list[str]:
     # one (the SuperNode still storing it) is asked for again after 0.05 s, not Flower's 1 s.
     bound_object_pulls()
 
-    missing = []
-    if backend:
-        from edgefld.backends.base import preload_backend
-        from edgefld.errors import EdgeflError
 
-        try:
-            preload_backend(backend)
-        except (EdgeflError, ImportError) as exc:  # the ClientApp answers with the coded reason
-            missing.append(f"{backend}: {exc}")
-    return missing
+def preload_backend(backend: str) -> str | None:
+    """Import the backend's framework; why it could not be (each ClientApp then loads it, and refuses with the code)."""
+    from edgefld.backends.base import preload_backend as preload
+    from edgefld.errors import EdgeflError
+
+    try:
+        preload(backend)
+    except (EdgeflError, ImportError) as exc:
+        return str(exc)
+    return None
 
 
 class WarmRuntime:
@@ -262,14 +265,17 @@ class WarmRuntime:
         if ready:
             os.read(self._wake_r, 512)
 
-    def run(self) -> int:
+    def run(self, backend: str) -> int:
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(PARENT_DEATH_SIGNAL, self._on_parent_death)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake the loop
+        # The SuperNode first: it registers (the daemon's READY) while the framework loads here, and
+        # it needs none of the framework's pages.
         self.start_supernode()
+        self._preload(backend)
         client = self._runtime_client()
         interval = FAST_CLAIM_S
         while not self.stopping:  # a parent-death signal during preloading already set it
@@ -285,6 +291,20 @@ class WarmRuntime:
             self._sleep(interval)
         client.close()  # type: ignore[attr-defined]
         return self.stop()
+
+    def _preload(self, backend: str) -> None:
+        from logging import INFO, WARNING
+
+        from flwr.common.logger import log
+
+        problem = preload_backend(backend) if backend else None
+        if problem is not None:
+            log(WARNING, "warm runtime: %s not preloaded (each ClientApp loads it): %s", backend, problem)
+        threads = thread_count()
+        if threads != 1:  # a fork would inherit locks held by threads that do not exist in it
+            log(WARNING, "warm runtime: %d threads after preloading; forking ClientApps anyway", threads)
+        log(INFO, "warm runtime: %s preloaded, forking ClientApps (pid %d)", backend or "no backend", os.getpid())
+        sys.stdout.flush()
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -318,19 +338,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     runtime = WarmRuntime(args.runtime_port, supernode_args)
     signal.signal(PARENT_DEATH_SIGNAL, runtime._on_parent_death)
     die_with_parent(PARENT_DEATH_SIGNAL, int(parent) if parent.isdigit() else None)  # the daemon died: stop in order
-    missing = preload(args.backend)
-    from logging import INFO, WARNING
-
-    from flwr.common.logger import log
-
-    for problem in missing:
-        log(WARNING, "warm runtime: not preloaded (each ClientApp loads it): %s", problem)
-    threads = thread_count()
-    if threads != 1:  # a fork would inherit locks held by threads that do not exist in it
-        log(WARNING, "warm runtime: %d threads after preloading; forking ClientApps anyway", threads)
-    log(INFO, "warm runtime: %s preloaded, forking ClientApps (pid %d)", args.backend or "no backend", os.getpid())
-    sys.stdout.flush()
-    code = runtime.run()
+    preload_runtime()
+    code = runtime.run(args.backend)
     sys.stdout.flush()
     os._exit(code)
 
