@@ -152,6 +152,29 @@ def adaptive_supernode_polls() -> None:
     internal.time = _ShortSleeps()  # type: ignore[attr-defined]
 
 
+# While the ServerApp waits for enough boards, it asks again after 1 s, then 2 s, ... up to
+# NODE_WAIT_CAP_S (Flower: every 1 s, each time a request and a log line pushed to the SuperLink).
+NODE_WAIT_CAP_S = 3.0
+_NODE_WAIT_RESET_S = 10.0  # a wait this long after the previous one starts a new series
+
+
+def patient_node_waits() -> None:
+    """The ServerApp's wait for min_available_nodes backs off (flwr/serverapp/strategy/strategy_utils.py,
+    sample_nodes: ``sleep(1)`` while too few nodes are connected): an idle server waiting for its
+    boards costs the SuperLink a third of the requests. Rounds with their boards present never wait."""
+    from flwr.serverapp.strategy import strategy_utils
+
+    last = [0.0, 0.0]  # (when the previous wait ended, its length)
+
+    def sleep(seconds: float) -> None:
+        now = time.monotonic()
+        delay = seconds if now - last[0] > _NODE_WAIT_RESET_S else min(NODE_WAIT_CAP_S, last[1] + seconds)
+        time.sleep(delay)
+        last[:] = [time.monotonic(), delay]
+
+    strategy_utils.sleep = sleep  # type: ignore[attr-defined]
+
+
 def fast_grid_polls(grid: Any, interval: float) -> None:
     """The ServerApp's grid polls for replies every ``interval`` s instead of Flower's fixed 3 s.
 

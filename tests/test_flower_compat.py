@@ -17,6 +17,7 @@ from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 from flwr.app import Message, Metadata, RecordDict
 from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.serverapp.strategy import strategy_utils
 from flwr.superlink.grid.http_grid import HttpGrid
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.nodestate import NodeStateFactory
@@ -44,6 +45,8 @@ PINNED = [
      "its backoff comes from the keyword defaults initial_backoff and backoff_cap"),
     (inflatable_utils.pull_and_inflate_object_from_tree, "139811483a15e4a6",
      "it passes its own keyword defaults initial_backoff and backoff_cap to pull_objects"),
+    (strategy_utils.sample_nodes, "5665d8afcffe5ea5",
+     "while too few nodes are connected it calls the module's sleep(1), then asks again (patient_node_waits)"),
     (HttpGrid.send_and_receive, "699c9f048f3cff74",
      "push_messages then pull_messages until every reply came or the timeout passed (fast_grid_polls redoes it)"),
 ]
@@ -166,3 +169,25 @@ def test_the_supernode_never_blocks_on_a_reply_so_clientapps_may_overlap():
         assert sent == [1]
     finally:
         supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_a_server_waiting_for_boards_asks_ever_less_often_and_its_rounds_never_wait():
+    saved = strategy_utils.sleep
+    asked: list[float] = []
+
+    class Grid:
+        def get_node_ids(self):
+            asked.append(time.monotonic())
+            return [1, 2, 3] if len(asked) >= 4 else [1]
+
+    try:
+        flower_compat.patient_node_waits()
+        started = time.monotonic()
+        assert strategy_utils.sample_nodes(Grid(), min_available_nodes=3, sample_size=3)[1] == [1, 2, 3]
+        gaps = [round(b - a, 1) for a, b in zip(asked, asked[1:])]
+        assert gaps == [1.0, 2.0, 3.0], gaps  # Flower: 1.0, 1.0, 1.0
+        asked.clear()
+        assert strategy_utils.sample_nodes(Grid(), min_available_nodes=1, sample_size=1)  # enough: no wait
+        assert len(asked) == 1 and time.monotonic() - started < 6.5
+    finally:
+        strategy_utils.sleep = saved

@@ -18,7 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
-from edgefld.flower_compat import fast_grid_polls
+from edgefld.flower_compat import fast_grid_polls, patient_node_waits
 from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg
 
@@ -135,6 +135,7 @@ def _main(grid: Grid, context: Context) -> None:
 
     if float(run["grid-poll"]) > 0:
         fast_grid_polls(grid, float(run["grid-poll"]))
+    patient_node_waits()
     min_clients = int(run["min-clients"])
     fraction = float(run["sample-fraction"])
     strategy = ResumableFedAvg(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ from edgefld.tls import ServerSecurity, server_context, server_security
 
 log = get_logger("server")
 
-POLL_S = 0.5
+POLL_S = 0.5  # signals, the watchdog, new rounds in metrics.jsonl
+# The run's state is asked of the SuperLink less often: each question costs the SuperLink a request,
+# and an idle server should cost next to nothing (a finished run is noticed within this).
+RUN_STATE_POLL_S = 2.0
 MAX_FAILED_SUBMISSIONS = 3  # runs that failed in a row without completing a round
 
 
@@ -66,6 +70,7 @@ class ServerDaemon:
         self._enrolled_listing: object = None  # what the directory looked like at the last sync
         self.run_id: int | None = None
         self.rounds_seen: set[int] = set()
+        self._metrics_seen: tuple[int, int] | None = None  # metrics.jsonl's (mtime, size) when last read
         self._reported: set[str] = set()  # problems with stored state, each logged once
 
     # --- what is already done ------------------------------------------------------------
@@ -282,6 +287,7 @@ class ServerDaemon:
     def _follow(self, control: Any, run_id: int) -> Any:
         from edgefld.server.control import ControlError
 
+        asked_at = 0.0
         while not self.stopping.wait(POLL_S):
             self.notifier.watchdog()
             self._log_new_rounds()
@@ -290,6 +296,9 @@ class ServerDaemon:
             if self.superlink is None or not self.superlink.alive():
                 raise EdgeflError("Flower's SuperLink exited unexpectedly; see "
                                   f"{self.state_dir / 'logs' / 'superlink.log'}")
+            if time.monotonic() - asked_at < RUN_STATE_POLL_S:
+                continue
+            asked_at = time.monotonic()
             try:
                 info = control.run(run_id)
             except ControlError as exc:
@@ -316,6 +325,14 @@ class ServerDaemon:
                      self.state_dir / METRICS_FILE)
 
     def _log_new_rounds(self) -> None:
+        try:
+            stat = (self.state_dir / METRICS_FILE).stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seen = None
+        if seen is not None and seen == self._metrics_seen:
+            return  # unchanged since last read
+        self._metrics_seen = seen
         records, _ = read_jsonl(self.state_dir / METRICS_FILE)
         for record in records:
             number = record.get("round")

@@ -80,7 +80,10 @@ class SuperLink:
         with open(self.log_path, "ab") as output:
             # Killed outright if this daemon dies: its state is SQLite's to keep consistent, and its
             # superexec and ServerApp go with it (edgefld.procs).
-            self.process = spawn(argv, flower_environment(self.state_dir / "flwr"), output,
+            self.process = spawn(argv, flower_environment(self.state_dir / "flwr", {
+                # The SuperLink's SuperExec looks for a ServerApp to start: once per run, so a start
+                # within 2 s is soon enough, and an idle server is not asked twice a second.
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"}), output,
                                  parent_death=signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
