@@ -128,6 +128,7 @@ class WarmRuntime:
         os.write(secret_w, self.secret)  # 32 bytes: far below a pipe's buffer
         os.close(secret_w)
         parent = os.getpid()
+        _flush()
         pid = os.fork()
         if pid == 0:
             self._in_child()
@@ -144,6 +145,7 @@ class WarmRuntime:
 
     def start_clientapp(self, token: str) -> None:
         parent = os.getpid()
+        _flush()  # a fork would write out again whatever this process still buffers
         pid = os.fork()
         if pid == 0:
             self._in_child()
@@ -159,11 +161,7 @@ class WarmRuntime:
             except SystemExit as exc:  # flwr_exit, after reporting the task
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except (OSError, ValueError):
-                        pass
+                _flush()
                 os._exit(code)  # Flower's leftover threads would hold the process up to 5 s
         self.clientapps.add(pid)
         self.last_task = time.monotonic()
@@ -316,6 +314,14 @@ class WarmRuntime:
             if stat.S_ISFIFO(os.fstat(fd).st_mode):  # the pipe to the daemon is broken: writes would fail
                 os.dup2(devnull, fd)
         self.stopping = True
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the daemon's end of the pipe is gone
+            pass
 
 
 def _signal(pids: set[int], sig: int) -> None:
