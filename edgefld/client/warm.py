@@ -2,15 +2,15 @@
 
 Flower's SuperExec starts a fresh `flwr-clientapp` interpreter for every message: per round
 and board ~2.5 s of interpreter start-up and 2-4 s of `import torch`, for a tenth of a second
-of training (tens of seconds on a Pi 3's core). This process imports Flower's ClientApp
-runtime and edgefld's ClientApp once, and then
+of training (tens of seconds on a Pi 3's core). This process imports Flower once, and then
 
 - forks the SuperNode (edgefld.client.supernode, FAB check and all; it registers while the
-  backend's framework is imported here, which it does not need) in Flower's
+  ClientApp's code and the backend's framework are imported here) in Flower's
   `--isolation process` mode: it starts no SuperExec, and its Runtime API hands out tasks
   (AcquireTask) only to a caller holding the secret this process makes at start and gives it
   through a pipe. Nothing is written to disk; no other local process can claim a task;
-- imports the board's backend framework (torch, TensorFlow or LiteRT), creating nothing;
+- imports Flower's ClientApp runtime, edgefld's ClientApp and the board's backend framework
+  (torch, TensorFlow or LiteRT), creating nothing;
 - claims the SuperNode's ClientApp tasks itself, and runs each one in a fork of itself, with
   Flower's own ``run_clientapp``: every task still gets a process of its own, so a crash, a
   leak or a hang in one round cannot reach the next, and children may overlap (one stuck on a
@@ -77,13 +77,17 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def preload_runtime() -> None:
-    """Import Flower's ClientApp runtime and edgefld's apps: what every ClientApp and the SuperNode need."""
+def preload_supernode() -> None:
+    """Import the SuperNode's code (Flower's), before forking it: it registers the sooner."""
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy: no thread pool in a process that forks
-    import flwr.supernode.runtime.run_clientapp  # noqa: F401  (Flower's ClientApp runtime)
+    import edgefld.client.supernode  # noqa: F401
+
+
+def preload_clientapp() -> None:
+    """Import Flower's ClientApp runtime and edgefld's ClientApp with what its handlers import."""
+    import flwr.supernode.runtime.run_clientapp  # noqa: F401
 
     import edgefld.apps.client_app  # noqa: F401  (the ClientApp the thin FAB names)
-    import edgefld.client.supernode  # noqa: F401  (the SuperNode's code, shared with its fork)
     # What the ClientApp's handlers import when a message comes (edgefld.apps.client_app).
     import edgefld.backends.layout  # noqa: F401
     import edgefld.data  # noqa: F401
@@ -270,9 +274,10 @@ class WarmRuntime:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(PARENT_DEATH_SIGNAL, self._on_parent_death)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake the loop
-        # The SuperNode first: it registers (the daemon's READY) while the framework loads here, and
-        # it needs none of the framework's pages.
+        # The SuperNode first: it registers (the daemon's READY) while the ClientApp's code and the
+        # framework load here, and it needs none of their pages.
         self.start_supernode()
+        preload_clientapp()
         self._preload(backend)
         client = self._runtime_client()
         interval = FAST_CLAIM_S
@@ -344,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     runtime = WarmRuntime(args.runtime_port, supernode_args)
     signal.signal(PARENT_DEATH_SIGNAL, runtime._on_parent_death)
     die_with_parent(PARENT_DEATH_SIGNAL, int(parent) if parent.isdigit() else None)  # the daemon died: stop in order
-    preload_runtime()
+    preload_supernode()
     code = runtime.run(args.backend)
     sys.stdout.flush()
     os._exit(code)
