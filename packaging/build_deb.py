@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build edgefl's Debian packages for one architecture, without running the target's Python.
 
-    build_deb.py build --arch amd64|arm64     # dist/edgefl_<ver>_<arch>.deb, dist/edgefl-backend-<name>_<ver>_<arch>.deb
+    build_deb.py build --arch amd64|arm64     # dist/edgefl_<ver>_<arch>.deb, dist/edgefl-backend-*_<ver>_<arch>.deb
     build_deb.py lock  --arch amd64|arm64     # (re)write packaging/locks/<arch>.json
 
 Run by `make deb [ARCH=arm64]` and `make deb-lock [ARCH=...]` with build/pkgtools' Python
