@@ -55,13 +55,15 @@ class Built:
 
     name: str
     deb: Path
-    files: frozenset[str] = frozenset()            # its paths, relative to / (empty when kept)
+    files: frozenset[str] = frozenset()            # its paths, without the leading / (empty when kept)
     console_scripts: frozenset[str] = frozenset()  # in the venv's bin/
     problems: tuple[str, ...] = ()                 # its ELF problems (the build reports them all at the end)
 
 
 @dataclass(frozen=True)
 class PackageSpec:
+    """What is particular to one package; the rest is the same for every package (build_package)."""
+
     release: Release
     name: str
     description: str
@@ -82,6 +84,10 @@ class PackageSpec:
 
 
 def build_package(spec: PackageSpec) -> Built:
+    """The spec's .deb: its wheels unpacked into the venv, launchers, files, docs and lintian
+    overrides staged, checked against its base (no file or console script in common), its
+    Depends completed from its ELF files, then nfpm. Kept as it is when ``reuse_unchanged``
+    and nothing that shapes it changed."""
     release = spec.release
     target = release.deb(spec.name)
     key_file = release.paths.work / f"{spec.name}.inputs"
