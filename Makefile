@@ -88,11 +88,12 @@ default-config: venv
 	$(VENV)/bin/edgefl default-config > etc/edgefl.toml
 
 # Rebuild the LiteRT training models (edgefld/backends/litert_models/*.tflite + manifest.json)
-# with TensorFlow; boards only read them. A test checks the shipped files match a rebuild.
+# with TensorFlow (tools/litert_build.py: a build tool, not shipped); boards only read them.
+# A test checks the shipped files match a rebuild.
 LITERT_BUILD_VENV ?= $(VENV)
 litert-models:
 	@$(LITERT_BUILD_VENV)/bin/python -c "import tensorflow" 2>/dev/null || { echo "make litert-models: needs TensorFlow in $(LITERT_BUILD_VENV) (make venv EXTRAS=dev,tensorflow, or LITERT_BUILD_VENV=...)" >&2; exit 69; }
-	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python -m edgefld.backends.litert_build
+	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python tools/litert_build.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(BENCH_VENV) build *.egg-info .pytest_cache

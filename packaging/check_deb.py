@@ -27,13 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from debbuild import target
+from debbuild.elf import SHARED_OBJECT, read_elf_header, wrong_machine
+from debbuild.product import BACKEND_PACKAGE_PREFIX, EDGEFL_SCRIPTS, UNITS, VENV_TRIGGER
+from debbuild.staging import console_scripts
 
-import debcommon as dc  # noqa: E402
-
-FLOWER_SCRIPTS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
-                  "flwr-clientapp", "flwr")
-UNITS = ("edgefl-client.service", "edgefl-client@.service", "edgefl-server.service")
 _FILENAME = re.compile(r"^(?P<package>[a-z0-9][a-z0-9+.-]+)_(?P<version>[^_]+)_(?P<arch>[a-z0-9]+)\.deb$")
 
 
@@ -49,63 +47,60 @@ def parse_control(text: str) -> dict[str, str]:
     return fields
 
 
-def check_elf_files(root: Path, arch: dc.Arch) -> list[str]:
+def check_elf_files(root: Path, arch: target.Arch) -> list[str]:
     """Problems with the ELF files under the venv: wrong machine/class/endianness, a *.so that is not ELF."""
     problems = []
-    venv = root / dc.VENV.lstrip("/")
+    venv = root / target.VENV.lstrip("/")
     count = 0
     for path in sorted(venv.rglob("*")):
         if path.is_symlink() or not path.is_file():
             continue
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-        header = dc.parse_elf_header(head)
+        header = read_elf_header(path)
         rel = path.relative_to(root)
         if header is None:
-            if dc.SHARED_OBJECT.search(path.name):
+            if SHARED_OBJECT.search(path.name):
                 problems.append(f"/{rel}: named like a shared object, not an ELF file")
             continue
         count += 1
-        if header.e_machine != arch.e_machine:
-            problems.append(f"/{rel}: ELF machine {header.e_machine}, not {arch.e_machine} ({arch.machine})")
-        elif header.elf_class != 2 or header.endian != "<":
-            problems.append(f"/{rel}: not a 64-bit little-endian ELF")
+        problem = wrong_machine(header, arch)
+        if problem:
+            problems.append(f"/{rel}: {problem}")
     if count == 0:
         problems.append("no ELF file under the venv (expected compiled extensions)")
     return problems
 
 
-def check_wheel_tags(site: Path, arch: dc.Arch) -> tuple[list[str], int]:
+def check_wheel_tags(site: Path, arch: target.Arch) -> tuple[list[str], int]:
     problems = []
     wheels = sorted(site.glob("*.dist-info/WHEEL"))
     for wheel in wheels:
-        tags = dc.wheel_tags(wheel.read_text(encoding="utf-8"))
+        tags = target.wheel_tags(wheel.read_text(encoding="utf-8"))
         if not tags:
             problems.append(f"{wheel.parent.name}: WHEEL has no Tag")
-        elif not any(dc.tag_compatible(tag, arch) for tag in tags):
-            problems.append(f"{wheel.parent.name}: tags {tags} do not fit CPython {dc.PYTHON_VERSION} "
-                            f"on {arch.deb} with glibc {'.'.join(map(str, dc.TARGET_GLIBC))}")
+        elif not any(target.tag_compatible(tag, arch) for tag in tags):
+            problems.append(f"{wheel.parent.name}: tags {tags} do not fit CPython {target.PYTHON_VERSION} "
+                            f"on {arch.deb} with glibc {'.'.join(map(str, target.TARGET_GLIBC))}")
     return problems, len(wheels)
 
 
 def check_console_scripts(root: Path, required: tuple[str, ...] = ()) -> tuple[list[str], int]:
     """Every [console_scripts] entry of the package's distributions exists with our shebang."""
-    site = root / dc.SITE_PACKAGES.lstrip("/")
-    bin_dir = root / dc.VENV.lstrip("/") / "bin"
+    site = root / target.SITE_PACKAGES.lstrip("/")
+    bin_dir = root / target.VENV.lstrip("/") / "bin"
     expected = set(required)
     for entry_points in site.glob("*.dist-info/entry_points.txt"):
-        expected |= set(dc.console_scripts(entry_points.read_text(encoding="utf-8")))
+        expected |= set(console_scripts(entry_points.read_text(encoding="utf-8")))
     problems = []
     for name in sorted(expected):
         path = bin_dir / name
         if not path.is_file():
-            problems.append(f"{dc.VENV}/bin/{name} missing")
+            problems.append(f"{target.VENV}/bin/{name} missing")
             continue
         first = path.read_bytes().split(b"\n", 1)[0].decode("utf-8", "replace")
-        if first != dc.SCRIPT_SHEBANG:
-            problems.append(f"{dc.VENV}/bin/{name}: shebang {first!r}, not {dc.SCRIPT_SHEBANG!r}")
+        if first != target.SCRIPT_SHEBANG:
+            problems.append(f"{target.VENV}/bin/{name}: shebang {first!r}, not {target.SCRIPT_SHEBANG!r}")
         elif not os.access(path, os.X_OK):
-            problems.append(f"{dc.VENV}/bin/{name}: not executable")
+            problems.append(f"{target.VENV}/bin/{name}: not executable")
     return problems, len(expected)
 
 
@@ -134,16 +129,16 @@ def check_edgefl_files(root: Path, conffiles: str) -> list[str]:
     problems = []
     if "/etc/edgefl.toml" not in conffiles.split():
         problems.append("/etc/edgefl.toml is not a conffile")
-    venv = root / dc.VENV.lstrip("/")
+    venv = root / target.VENV.lstrip("/")
     cfg = venv / "pyvenv.cfg"
-    if not cfg.is_file() or cfg.read_text() != dc.pyvenv_cfg():
-        problems.append(f"{dc.VENV}/pyvenv.cfg missing or not {dc.pyvenv_cfg()!r}")
+    if not cfg.is_file() or cfg.read_text() != target.pyvenv_cfg():
+        problems.append(f"{target.VENV}/pyvenv.cfg missing or not {target.pyvenv_cfg()!r}")
     python3 = venv / "bin" / "python3"
-    if not python3.is_symlink() or os.readlink(python3) != f"/usr/bin/python{dc.PYTHON_VERSION}":
-        problems.append(f"{dc.VENV}/bin/python3 is not a symlink to /usr/bin/python{dc.PYTHON_VERSION}")
+    if not python3.is_symlink() or os.readlink(python3) != f"/usr/bin/python{target.PYTHON_VERSION}":
+        problems.append(f"{target.VENV}/bin/python3 is not a symlink to /usr/bin/python{target.PYTHON_VERSION}")
     edgefl = root / "usr/bin/edgefl"
-    if not (edgefl.is_symlink() and os.readlink(edgefl) == f"{dc.VENV}/bin/edgefl"):
-        problems.append(f"/usr/bin/edgefl is not a symlink to {dc.VENV}/bin/edgefl")
+    if not (edgefl.is_symlink() and os.readlink(edgefl) == f"{target.VENV}/bin/edgefl"):
+        problems.append(f"/usr/bin/edgefl is not a symlink to {target.VENV}/bin/edgefl")
     for path in [f"lib/systemd/system/{u}" for u in UNITS] + [
             "etc/edgefl.toml", "usr/lib/sysusers.d/edgefl.conf", "usr/share/man/man1/edgefl.1.gz",
             "usr/share/doc/edgefl/copyright"]:
@@ -164,7 +159,7 @@ def check_deb(deb: Path) -> list[tuple[str, list[str]]]:
     match = _FILENAME.match(deb.name)
     if not match:
         return [("file name PACKAGE_VERSION_ARCH.deb", [f"{deb.name} does not match"])]
-    arch = dc.ARCHES.get(match["arch"])
+    arch = target.ARCHES.get(match["arch"])
     if arch is None:
         return [("architecture", [f"unknown architecture {match['arch']}"])]
     results: list[tuple[str, list[str]]] = []
@@ -180,27 +175,28 @@ def check_deb(deb: Path) -> list[tuple[str, list[str]]]:
             for k, v in (("Package", match["package"]), ("Version", match["version"].replace("%3a", ":")),
                          ("Architecture", arch.deb)) if control.get(k) != v]))
         results.append((f"ELF files are {arch.machine} (e_machine {arch.e_machine})", check_elf_files(root, arch)))
-        site = root / dc.SITE_PACKAGES.lstrip("/")
+        site = root / target.SITE_PACKAGES.lstrip("/")
         tag_problems, wheels = check_wheel_tags(site, arch)
         results.append((f"WHEEL tags of {wheels} distributions fit cp311/{arch.machine}", tag_problems))
-        required = FLOWER_SCRIPTS + ("edgefl",) if package == "edgefl" else ()
+        required = EDGEFL_SCRIPTS if package == "edgefl" else ()
         script_problems, scripts = check_console_scripts(root, required)
-        results.append((f"{scripts} console scripts with {dc.SCRIPT_SHEBANG}", script_problems))
+        results.append((f"{scripts} console scripts with {target.SCRIPT_SHEBANG}", script_problems))
         results.append(("no __pycache__ or .pyc", check_no_bytecode(root)))
         results.append(("maintainer scripts: #!/bin/sh, set -e", check_maintainer_scripts(control_dir)))
         results.append(("one mtime for every file", check_mtimes(root)))
         # edgefl compiles the venv and restarts its daemons once per dpkg run, from its trigger
         # (packaging/README.md); a backend without the activation would leave both undone.
-        wanted = ("interest-noawait" if package == "edgefl" else "activate-noawait") + " edgefl-venv-changed"
+        wanted = ("interest-noawait" if package == "edgefl" else "activate-noawait") + f" {VENV_TRIGGER}"
         triggers = (control_dir / "triggers").read_text() if (control_dir / "triggers").exists() else ""
         results.append((f"DEBIAN/triggers: {wanted}", [] if wanted in triggers.splitlines()
                         else [f"DEBIAN/triggers is {triggers.strip()!r}"]))
         if package == "edgefl":
             results.append(("conffile, venv, /usr/bin/edgefl, units, docs", check_edgefl_files(root, conffiles)))
             depends = control.get("Depends", "")
-            results.append(("Depends on python3 (>= 3.11), python3 (<< 3.12)", [] if (
-                "python3 (>= 3.11)" in depends and "python3 (<< 3.12)" in depends) else [f"Depends: {depends}"]))
-        elif package.startswith("edgefl-backend-"):
+            python = target.python_depends()
+            results.append((f"Depends on {', '.join(python)}",
+                            [] if all(d in depends for d in python) else [f"Depends: {depends}"]))
+        elif package.startswith(BACKEND_PACKAGE_PREFIX):
             depends = control.get("Depends", "")
             results.append((f"Depends on edgefl (= {control.get('Version')})",
                             [] if f"edgefl (= {control.get('Version')})" in depends else [f"Depends: {depends}"]))

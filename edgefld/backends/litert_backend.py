@@ -4,9 +4,9 @@ A 512 MB board cannot afford torch or TensorFlow; LiteRT's interpreter (the
 ``ai-edge-litert`` wheel, ~22 MB; ``tflite-runtime`` as a fallback) is enough,
 because the models in ``litert_models/`` carry their own training step: each
 ``.tflite`` file has ``train``/``infer``/``get_weights``/``set_weights``
-signatures made of builtin ops only (``litert_build.py`` builds them, with
-TensorFlow, at package build time). This module imports numpy and the
-interpreter, nothing else heavy.
+signatures made of builtin ops only (``tools/litert_build.py``, a build tool that
+is not shipped, builds them with TensorFlow in the checkout). This module imports
+numpy and the interpreter, nothing else heavy.
 
 Everything the Backend protocol promises is kept as the torch backend keeps it:
 the canonical weight layout (checked by ``layout.check_weights``), the input
@@ -55,7 +55,8 @@ DROPOUT_PROBABILITY = 0.2
 
 
 def weight_key(index: int) -> str:
-    """The signature name of canonical weight ``index`` (as ``litert_build.weight_key``)."""
+    """The signature name of canonical weight ``index``: torch names hold dots, which signatures avoid
+    (tools/litert_build.py names the models' inputs and outputs with it)."""
     return f"w{index:03d}"
 
 
@@ -275,7 +276,7 @@ class LiteRTBackend:
 
 
 def hyperparameter(value: float) -> np.ndarray:
-    """A training signature's lr or momentum: a 1-element float32 vector (litert_build says why not a scalar)."""
+    """A training signature's lr or momentum: a 1-element float32 vector (tools/litert_build.py says why not a scalar)."""
     return np.full((1,), value, np.float32)
 
 

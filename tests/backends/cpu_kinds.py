@@ -43,7 +43,7 @@ from tests.system.nspawn import MIRROR, SUITE, cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "packaging"))
-import debcommon  # noqa: E402 - packaging/ is a directory of scripts, not a package
+from debbuild import target  # noqa: E402 - packaging/ holds the build scripts and their package
 STEPS_SCRIPT = REPO / "tests/backends/litert_steps.py"
 HOST_PACKAGES = {"qemu-x86_64-static": "qemu-user-static", "qemu-aarch64-static": "qemu-user-static",
                  "debootstrap": "debootstrap", "dpkg-deb": "dpkg", "unshare": "util-linux"}
@@ -148,10 +148,10 @@ def _download(items: list[dict], into: Path) -> list[Path]:
     if missing:
         requirements = into / "requirements.txt"
         requirements.write_text("".join(f"{i['name']}=={i['version']} --hash=sha256:{i['sha256']}\n" for i in missing))
-        platforms = [arg for tag in debcommon.platform_tags(debcommon.ARCHES["arm64"]) for arg in ("--platform", tag)]
+        platforms = [arg for tag in target.platform_tags(target.ARCHES["arm64"]) for arg in ("--platform", tag)]
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-             "--only-binary=:all:", *platforms, "--python-version", debcommon.PYTHON_VERSION,
+             "--only-binary=:all:", *platforms, "--python-version", target.PYTHON_VERSION,
              "--implementation", "cp", "--require-hashes", "-r", str(requirements), "-d", str(into)],
             check=True, timeout=600)
     return paths

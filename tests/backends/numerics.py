@@ -77,7 +77,7 @@ class Step:
     kinks: Kinks = field(default_factory=Kinks)
 
 
-# torch's derivatives (the LiteRT models' backward passes use the same conventions, litert_build.py).
+# torch's derivatives (the LiteRT models' backward passes use the same conventions, tools/litert_build.py).
 def _slope(name: str, x, torch):
     if name == "relu":
         return (x > 0).to(x.dtype)

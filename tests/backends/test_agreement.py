@@ -35,7 +35,7 @@ REFERENCE = "torch"
 # Compared with REFERENCE. A backend added here needs a WITHOUT_DROPOUT entry.
 BACKENDS = ["tensorflow", "litert"]
 # (reference, other) pairs without torch: the two TensorFlow-derived backends (LiteRT's
-# models are built with TensorFlow, but from litert_build's own graph, not tf_models').
+# models are built with TensorFlow, but from tools/litert_build.py's own graph, not tf_models').
 OTHER_PAIRS = [("tensorflow", "litert")]
 PAIRS = [(REFERENCE, name) for name in BACKENDS] + OTHER_PAIRS
 TASK_NAMES = ["digits", "mnist", "cifar10"]

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,8 @@ MULTI_STEPS = 5
 # Builtin operators a training model may use; anything else (CUSTOM: Flex or custom ops) needs a
 # delegate or kernel LiteRT does not ship.
 NOT_BUILTIN_PREFIXES = ("CUSTOM", "DELEGATE", "UNKNOWN")
+# The models' builder: a build tool in the checkout, not part of the edgefld package.
+LITERT_BUILD = Path(__file__).resolve().parents[2] / "tools" / "litert_build.py"
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +84,8 @@ def operators_in_files() -> dict[str, list[str]] | None:
 
     if importlib.util.find_spec("tensorflow") is None:
         return None
-    code = ("import json, sys\nfrom edgefld.backends.litert_build import operator_names\n"
+    code = (f"import json, sys\nsys.path.insert(0, {str(LITERT_BUILD.parent)!r})\n"
+            "from litert_build import operator_names\n"
             "pairs = zip(sys.argv[1::2], sys.argv[2::2])\n"
             "print(json.dumps({m: operator_names(open(p, 'rb').read()) for m, p in pairs}))")
     args = []
@@ -120,7 +124,7 @@ def test_rebuilt_models_are_byte_identical_to_the_shipped_ones(tmp_path):
         pytest.skip("rebuilding the LiteRT models needs TensorFlow")
     shipped = litert_backend.manifest()
     completed = subprocess.run(
-        [sys.executable, "-m", "edgefld.backends.litert_build", "--out", str(tmp_path)],
+        [sys.executable, str(LITERT_BUILD), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

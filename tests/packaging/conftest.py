@@ -1,4 +1,5 @@
-"""The build scripts live in packaging/ (not a Python package): import them from there."""
+"""The build scripts and their package (debbuild) live in packaging/, which is not itself a Python
+package (it would shadow PyPA's ``packaging``, which the build uses): import them from there."""
 
 import sys
 from pathlib import Path

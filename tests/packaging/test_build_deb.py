@@ -7,14 +7,12 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-import build_deb
-import debcommon as dc
 import pytest
+from debbuild import base, licences, lock, product, staging, target
+from debbuild.base import PACKAGING
 
-PACKAGING = Path(build_deb.__file__).resolve().parent
-ARM64 = dc.ARCHES["arm64"]
+ARM64 = target.ARCHES["arm64"]
 
 
 # ------------------------------------------------------------------ the closure
@@ -35,51 +33,51 @@ def _installs():
 
 def test_closure_evaluates_markers_for_the_target_not_the_build_host():
     pytest.importorskip("packaging")
-    env = build_deb.target_environment(ARM64)
+    env = target.target_environment(ARM64)
     installs = _installs()
-    assert build_deb.target_closure(["edgefl"], installs, env) == {"edgefl", "flwr", "numpy"}
-    assert build_deb.target_closure(["edgefl", "torch==2.9.1"], installs, env) == {
+    assert lock.target_closure(["edgefl"], installs, env) == {"edgefl", "flwr", "numpy"}
+    assert lock.target_closure(["edgefl", "torch==2.9.1"], installs, env) == {
         "edgefl", "flwr", "numpy", "torch", "filelock"}
-    amd64 = build_deb.target_environment(dc.ARCHES["amd64"])
-    assert "nvidia-cublas-cu12" in build_deb.target_closure(["torch"], installs, amd64)
+    amd64 = target.target_environment(target.ARCHES["amd64"])
+    assert "nvidia-cublas-cu12" in lock.target_closure(["torch"], installs, amd64)
 
 
 def test_closure_follows_extras():
     pytest.importorskip("packaging")
-    env = build_deb.target_environment(ARM64)
-    assert "torch" in build_deb.target_closure(["edgefl[torch]"], _installs(), env)
+    env = target.target_environment(ARM64)
+    assert "torch" in lock.target_closure(["edgefl[torch]"], _installs(), env)
 
 
 def test_closure_refuses_an_unmet_requirement():
     pytest.importorskip("packaging")
-    env = build_deb.target_environment(ARM64)
+    env = target.target_environment(ARM64)
     installs = _installs()
     installs["flwr"]["requires_dist"].append("grpcio>=1.60")
-    with pytest.raises(build_deb.BuildError, match="no grpcio"):
-        build_deb.target_closure(["edgefl"], installs, env)
+    with pytest.raises(base.BuildError, match="no grpcio"):
+        lock.target_closure(["edgefl"], installs, env)
     installs = _installs()
     installs["numpy"]["version"] = "1.20.0"
-    with pytest.raises(build_deb.BuildError, match="numpy 1.20.0"):
-        build_deb.target_closure(["edgefl"], installs, env)
+    with pytest.raises(base.BuildError, match="numpy 1.20.0"):
+        lock.target_closure(["edgefl"], installs, env)
 
 
 # --------------------------------------------------------- versions, changelog
 
 def test_changelog_top_and_epoch():
     text = (PACKAGING / "changelog").read_text()
-    version, epoch = build_deb.changelog_top(text)
-    assert version == build_deb.upstream_version()
+    version, epoch = product.changelog_top(text)
+    assert version == product.upstream_version()
     assert epoch > 1_700_000_000
-    with pytest.raises(build_deb.BuildError):
-        build_deb.changelog_top("not a changelog")
+    with pytest.raises(base.BuildError):
+        product.changelog_top("not a changelog")
 
 
 def test_debian_version():
-    assert build_deb.debian_version("0.1.0", "") == "0.1.0"
-    assert build_deb.debian_version("0.1.0", "2") == "0.1.0-2"
+    assert product.debian_version("0.1.0", "") == "0.1.0"
+    assert product.debian_version("0.1.0", "2") == "0.1.0-2"
     for bad in (("v0.1", ""), ("0.1.0", "a b")):
-        with pytest.raises(build_deb.BuildError):
-            build_deb.debian_version(*bad)
+        with pytest.raises(base.BuildError):
+            product.debian_version(*bad)
 
 
 # ----------------------------------------------------------- modes, copyright
@@ -95,34 +93,34 @@ def test_debian_version():
     ("data.json", b"", False, 0o644),
 ])
 def test_file_mode(name, head, executable, mode):
-    assert build_deb.file_mode(name, head, executable) == mode
+    assert staging.file_mode(name, head, executable) == mode
 
 
 def test_file_mode_in_site_packages():
     # torch ships executable __init__.py files with a #! line: modules, not commands
-    assert build_deb.file_mode("__init__.py", b"#!/u", True, in_site_packages=True) == 0o644
-    assert build_deb.file_mode("torch_shm_manager", b"\x7fELF", True, in_site_packages=True) == 0o755
+    assert staging.file_mode("__init__.py", b"#!/u", True, in_site_packages=True) == 0o644
+    assert staging.file_mode("torch_shm_manager", b"\x7fELF", True, in_site_packages=True) == 0o755
 
 
 def test_dep5_license_syntax():
-    assert build_deb.dep5_license("Apache-2.0 OR  BSD-3-Clause") == "Apache-2.0 or BSD-3-Clause"
-    assert build_deb.license_names("(Apache-2.0 WITH LLVM-exception) AND MIT") == [
+    assert licences.dep5_license("Apache-2.0 OR  BSD-3-Clause") == "Apache-2.0 or BSD-3-Clause"
+    assert licences.license_names("(Apache-2.0 WITH LLVM-exception) AND MIT") == [
         "Apache-2.0 with LLVM-exception", "MIT"]
 
 
 def test_copyright_file_has_a_paragraph_per_distribution_and_licence():
     dists = [
-        (dc.Distribution("edgefl", "0.1.0", "Apache-2.0", "edgefl maintainers", "edgefl-0.1.0.dist-info"),
+        (licences.Distribution("edgefl", "0.1.0", "Apache-2.0", "edgefl maintainers", "edgefl-0.1.0.dist-info"),
          ["edgefl-0.1.0.dist-info/*", "edgefld/*"]),
-        (dc.Distribution("numpy", "2.4.6", "BSD-3-Clause AND MIT", "NumPy Developers", "numpy-2.4.6.dist-info"),
+        (licences.Distribution("numpy", "2.4.6", "BSD-3-Clause AND MIT", "NumPy Developers", "numpy-2.4.6.dist-info"),
          ["numpy-2.4.6.dist-info/*", "numpy.libs/*", "numpy/*"]),
-        (dc.Distribution("typing_extensions", "4.16.0", "PSF-2.0", "Guido", "typing_extensions-4.16.0.dist-info"),
+        (licences.Distribution("typing_extensions", "4.16.0", "PSF-2.0", "Guido", "typing_extensions-4.16.0.dist-info"),
          ["typing_extensions-4.16.0.dist-info/*", "typing_extensions.py"]),
     ]
-    text = build_deb.copyright_file("edgefl", dists, own=True)
+    text = licences.copyright_file("edgefl", dists)
     paragraphs = text.strip().split("\n\n")
     assert paragraphs[0].startswith("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
-    site = dc.SITE_PACKAGES.lstrip("/")
+    site = target.SITE_PACKAGES.lstrip("/")
     assert f"Files: {site}/numpy-2.4.6.dist-info/*\n {site}/numpy.libs/*\n {site}/numpy/*\n" in text
     assert f" {site}/typing_extensions.py\nCopyright: Guido\nLicense: PSF-2.0\n" in text
     assert "License: CC-BY-4.0\nComment: digits.csv.gz" in text
@@ -130,38 +128,38 @@ def test_copyright_file_has_a_paragraph_per_distribution_and_licence():
     for paragraph in paragraphs:
         if paragraph.startswith("Files:"):
             expression = re.search(r"^License: (.+)$", paragraph, re.M).group(1)
-            referenced.update(build_deb.license_names(expression))
+            referenced.update(licences.license_names(expression))
     standalone = {p.split("\n", 1)[0][len("License: "):] for p in paragraphs if p.startswith("License:")}
     assert referenced == standalone == {"Apache-2.0", "BSD-3-Clause", "MIT", "PSF-2.0", "CC-BY-4.0"}
     assert "/usr/share/common-licenses/Apache-2.0" in text
 
 
 def test_copyright_file_refuses_a_distribution_without_licence():
-    dists = [(dc.Distribution("mystery", "1", "", "someone", "mystery-1.dist-info"), ["mystery/*"])]
-    with pytest.raises(build_deb.BuildError, match="mystery"):
-        build_deb.copyright_file("edgefl-backend-torch", dists, own=False)
+    dists = [(licences.Distribution("mystery", "1", "", "someone", "mystery-1.dist-info"), ["mystery/*"])]
+    with pytest.raises(base.BuildError, match="mystery"):
+        licences.copyright_file("edgefl-backend-torch", dists)
 
 
 def test_gzip_is_reproducible():
-    assert build_deb.gzip_bytes(b"x" * 100) == build_deb.gzip_bytes(b"x" * 100)
-    assert gzip.decompress(build_deb.gzip_bytes(b"hello")) == b"hello"
-    assert build_deb.gzip_bytes(b"hello")[4:8] == b"\0\0\0\0"  # no timestamp
+    assert staging.gzip_bytes(b"x" * 100) == staging.gzip_bytes(b"x" * 100)
+    assert gzip.decompress(staging.gzip_bytes(b"hello")) == b"hello"
+    assert staging.gzip_bytes(b"hello")[4:8] == b"\0\0\0\0"  # no timestamp
 
 
 # ------------------------------------------------------------ committed inputs
 
-@pytest.mark.parametrize("arch", sorted(dc.ARCHES))
+@pytest.mark.parametrize("arch", sorted(target.ARCHES))
 def test_lock_is_consistent(arch):
-    lock = json.loads((PACKAGING / "locks" / f"{arch}.json").read_text())
-    assert lock["arch"] == arch and lock["format"] == build_deb.LOCK_FORMAT
+    committed = json.loads((PACKAGING / "locks" / f"{arch}.json").read_text())
+    assert committed["arch"] == arch and committed["format"] == lock.LOCK_FORMAT
     names = {}
-    for package, entries in lock["packages"].items():
+    for package, entries in committed["packages"].items():
         for entry in entries:
             assert re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]), entry
-            assert dc.normalize_name(entry["name"]) not in names, f"{entry['name']} in two packages"
-            names[dc.normalize_name(entry["name"])] = package
+            assert base.normalize_name(entry["name"]) not in names, f"{entry['name']} in two packages"
+            names[base.normalize_name(entry["name"])] = package
             if entry["source"] == "wheel":
-                build_deb.check_filename_tags(entry["filename"], dc.ARCHES[arch])
+                lock.check_filename_tags(entry["filename"], target.ARCHES[arch])
             else:
                 assert entry["filename"].endswith("-py3-none-any.whl")
     assert names["flwr"] == "edgefl" and names["torch"] == "edgefl-backend-torch"
@@ -169,9 +167,9 @@ def test_lock_is_consistent(arch):
     # The LiteRT package is the small boards' backend: neither framework comes with it.
     assert not {n for n, package in names.items() if package == "edgefl-backend-litert"} & {
         "torch", "tensorflow", "tensorflow-cpu", "keras"}
-    assert set(lock["packages"]) == {"edgefl", *build_deb.load_backends(dc.ARCHES[arch])}
+    assert set(committed["packages"]) == {"edgefl", *product.load_backends(target.ARCHES[arch])}
     assert not any(n.startswith(("nvidia-", "triton")) for n in names), "CUDA wheels in a CPU bundle"
-    assert "torch" not in lock["inputs"]["edgefl_requires"]
+    assert "torch" not in committed["inputs"]["edgefl_requires"]
 
 
 def test_maintainer_scripts_are_posix_sh():
@@ -189,7 +187,7 @@ def test_maintainer_scripts_are_posix_sh():
 def test_venv_trigger_is_handled_where_it_is_activated():
     postinst = (PACKAGING / "scripts" / "edgefl.postinst").read_text()
     # Activated by edgefl's own configure, handled by its "triggered" branch (compile, try-restart).
-    assert f"dpkg-trigger --no-await {build_deb.VENV_TRIGGER}\n" in postinst
+    assert f"dpkg-trigger --no-await {product.VENV_TRIGGER}\n" in postinst
     triggered = postinst[postinst.index("    triggered)"):postinst.index(";;", postinst.index("    triggered)"))]
     assert "compileall" in triggered and "try-restart" in triggered
     # Nothing restarts a unit outside the trigger: a restart mid-transaction could find a

@@ -6,52 +6,52 @@ import os
 from pathlib import Path
 
 import check_deb
-import debcommon as dc
 import pytest
+from debbuild import base, elf, licences, staging, target
 
 from tests.packaging.elfcraft import elf_image
 
-AMD64, ARM64 = dc.ARCHES["amd64"], dc.ARCHES["arm64"]
+AMD64, ARM64 = target.ARCHES["amd64"], target.ARCHES["arm64"]
 
 
 # ---------------------------------------------------------------- ELF headers
 
 @pytest.mark.parametrize(("machine", "arch"), [(62, AMD64), (183, ARM64)])
 def test_elf_header_machine(machine, arch):
-    header = dc.parse_elf_header(elf_image(machine))
-    assert header == dc.ElfHeader(elf_class=2, endian="<", e_type=3, e_machine=arch.e_machine)
+    header = elf.parse_elf_header(elf_image(machine))
+    assert header == elf.ElfHeader(elf_class=2, endian="<", e_type=3, e_machine=arch.e_machine)
 
 
 def test_elf_header_from_the_first_20_bytes_only():
     # check_deb reads 64 bytes of each file; the identifying fields are in the first 20.
     raw = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + (2).to_bytes(2, "little") + (183).to_bytes(2, "little")
-    assert dc.parse_elf_header(raw) == dc.ElfHeader(2, "<", 2, 183)
+    assert elf.parse_elf_header(raw) == elf.ElfHeader(2, "<", 2, 183)
 
 
 def test_elf_header_32_bit_and_big_endian():
-    arm32 = dc.parse_elf_header(elf_image(40, elf_class=1))
+    arm32 = elf.parse_elf_header(elf_image(40, elf_class=1))
     assert (arm32.elf_class, arm32.e_machine) == (1, 40)
-    big = dc.parse_elf_header(elf_image(183, big_endian=True))
+    big = elf.parse_elf_header(elf_image(183, big_endian=True))
     assert (big.endian, big.e_machine) == (">", 183)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x7fELF", b"#!/bin/sh\n" + b"\0" * 30, b"\x7fELF\x03\x01" + b"\0" * 30,
                                   b"PK\x03\x04" + b"\0" * 60])
 def test_not_elf(data):
-    assert dc.parse_elf_header(data) is None
+    assert elf.parse_elf_header(data) is None
 
 
 @pytest.mark.parametrize("elf_class", [1, 2])
 def test_elf_dynamic_needed_and_runpath(elf_class):
     image = elf_image(62, ("libstdc++.so.6", "libc.so.6"), "$ORIGIN/../numpy.libs", elf_class=elf_class)
-    dynamic = dc.elf_dynamic(image)
+    dynamic = elf.elf_dynamic(image)
     assert dynamic == {"NEEDED": ["libstdc++.so.6", "libc.so.6"], "RPATH": [], "RUNPATH": ["$ORIGIN/../numpy.libs"]}
 
 
 def test_elf_dynamic_of_a_static_file():
-    assert dc.elf_dynamic(elf_image(183)) == {"NEEDED": [], "RPATH": [], "RUNPATH": []}
+    assert elf.elf_dynamic(elf_image(183)) == {"NEEDED": [], "RPATH": [], "RUNPATH": []}
     with pytest.raises(ValueError):
-        dc.elf_dynamic(b"not an ELF file at all, no sir")
+        elf.elf_dynamic(b"not an ELF file at all, no sir")
 
 
 # ------------------------------------------------------------------- wheel tags
@@ -76,49 +76,49 @@ def test_elf_dynamic_of_a_static_file():
     ("py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.musllinux_1_1_aarch64", ARM64, True),
 ])
 def test_tag_compatible(tag, arch, ok):
-    assert dc.tag_compatible(tag, arch) is ok
+    assert target.tag_compatible(tag, arch) is ok
 
 
 def test_platform_tags_cover_manylinux2014_to_bookworm_glibc():
-    tags = dc.platform_tags(ARM64)
+    tags = target.platform_tags(ARM64)
     assert tags[0] == "manylinux_2_36_aarch64" and tags[-1] == "manylinux2014_aarch64"
     assert "manylinux_2_28_aarch64" in tags and "manylinux_2_17_aarch64" in tags
     assert not any("2_37" in t or "x86_64" in t for t in tags)
 
 
 def test_glibc_of_platform_and_wheel_glibc():
-    assert dc.glibc_of_platform("manylinux_2_28_x86_64", AMD64) == (2, 28)
-    assert dc.glibc_of_platform("manylinux2014_x86_64", AMD64) == (2, 17)
-    assert dc.glibc_of_platform("manylinux_2_28_x86_64", ARM64) is None
-    assert dc.glibc_of_platform("any", ARM64) == (0, 0)
+    assert target.glibc_of_platform("manylinux_2_28_x86_64", AMD64) == (2, 28)
+    assert target.glibc_of_platform("manylinux2014_x86_64", AMD64) == (2, 17)
+    assert target.glibc_of_platform("manylinux_2_28_x86_64", ARM64) is None
+    assert target.glibc_of_platform("any", ARM64) == (0, 0)
     text = "Wheel-Version: 1.0\nTag: cp311-cp311-manylinux_2_27_aarch64\nTag: cp311-cp311-manylinux_2_28_aarch64\n"
-    assert dc.wheel_tags(text) == ["cp311-cp311-manylinux_2_27_aarch64", "cp311-cp311-manylinux_2_28_aarch64"]
-    assert dc.wheel_glibc(dc.wheel_tags(text), ARM64) == (2, 27)
+    assert target.wheel_tags(text) == ["cp311-cp311-manylinux_2_27_aarch64", "cp311-cp311-manylinux_2_28_aarch64"]
+    assert target.wheel_glibc(target.wheel_tags(text), ARM64) == (2, 27)
 
 
 def test_expand_tag_rejects_garbage():
     with pytest.raises(ValueError):
-        dc.expand_tag("cp311-manylinux_2_28_aarch64")
+        target.expand_tag("cp311-manylinux_2_28_aarch64")
 
 
 # ------------------------------------------------------ console scripts, metadata
 
 def test_console_scripts_and_launcher():
     text = "[console_scripts]\nflwr = flwr.cli.app:app\nEdge-Tool = pkg.mod:Class.main [extra]\n\n[other]\nx = y:z\n"
-    scripts = dc.console_scripts(text)
+    scripts = staging.console_scripts(text)
     assert scripts == {"flwr": "flwr.cli.app:app", "Edge-Tool": "pkg.mod:Class.main [extra]"}
-    launcher = dc.console_script_text(scripts["Edge-Tool"])
+    launcher = staging.console_script_text(scripts["Edge-Tool"])
     assert launcher.splitlines()[0] == "#!/opt/edgefl/venv/bin/python3"
     assert "from pkg.mod import Class\n" in launcher and "sys.exit(Class.main())" in launcher
     compile(launcher, "launcher", "exec")
-    assert dc.console_scripts("[gui_scripts]\na = b:c\n") == {}
+    assert staging.console_scripts("[gui_scripts]\na = b:c\n") == {}
     with pytest.raises(ValueError):
-        dc.console_script_text("os; rm -rf /:x")
+        staging.console_script_text("os; rm -rf /:x")
 
 
 def test_console_launcher_runs(tmp_path):
     (tmp_path / "fakemod.py").write_text("def main():\n    print('ran')\n    return 3\n")
-    code = dc.console_script_text("fakemod:main").split("\n", 1)[1]
+    code = staging.console_script_text("fakemod:main").split("\n", 1)[1]
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
@@ -139,23 +139,23 @@ def test_console_launcher_runs(tmp_path):
     ("Name: a\nLicense: Free text, see below\nClassifier: License :: Public Domain\n", "public-domain"),
 ])
 def test_license_from_metadata(headers, expected):
-    assert dc.license_from_metadata(dc.parse_metadata(headers)) == expected
+    assert licences.license_from_metadata(base.parse_metadata(headers)) == expected
 
 
 def test_metadata_decodes_encoded_author_names():
-    headers = dc.parse_metadata("Name: fastapi\nAuthor-email: =?utf-8?q?Sebasti=C3=A1n_Ram=C3=ADrez?= <t@example.org>\n")
-    assert dc.copyright_from_metadata(headers) == "Sebastián Ramírez <t@example.org>"
+    headers = base.parse_metadata("Name: fastapi\nAuthor-email: =?utf-8?q?Sebasti=C3=A1n_Ram=C3=ADrez?= <t@example.org>\n")
+    assert licences.copyright_from_metadata(headers) == "Sebastián Ramírez <t@example.org>"
 
 
 def test_pyvenv_cfg_uses_system_python_and_its_packages():
-    cfg = dict(line.split(" = ") for line in dc.pyvenv_cfg().splitlines())
+    cfg = dict(line.split(" = ") for line in target.pyvenv_cfg().splitlines())
     assert cfg == {"home": "/usr/bin", "include-system-site-packages": "true", "version": "3.11"}
 
 
 # --------------------------------------------------------- checks on fake trees
 
 def _venv_tree(root: Path) -> Path:
-    site = root / dc.SITE_PACKAGES.lstrip("/")
+    site = root / target.SITE_PACKAGES.lstrip("/")
     site.mkdir(parents=True)
     return site
 
@@ -196,7 +196,7 @@ def test_check_console_scripts(tmp_path):
     bin_dir.mkdir()
     (site / "tool-1.dist-info").mkdir()
     (site / "tool-1.dist-info/entry_points.txt").write_text("[console_scripts]\ngood = t:a\nbad = t:b\nlost = t:c\n")
-    (bin_dir / "good").write_text(dc.console_script_text("t:a"))
+    (bin_dir / "good").write_text(staging.console_script_text("t:a"))
     (bin_dir / "good").chmod(0o755)
     (bin_dir / "bad").write_text("#!/usr/bin/python3\n")
     (bin_dir / "bad").chmod(0o755)

@@ -1,8 +1,12 @@
-"""Build the LiteRT training models (``litert_models/<model>.tflite``): a developer's and packager's tool.
+#!/usr/bin/env python3
+"""Build the LiteRT training models (``edgefld/backends/litert_models/<model>.tflite``): a developer's tool.
 
-Needs TensorFlow, which no board ever installs: ``make litert-models`` (or
-``python -m edgefld.backends.litert_build``) writes the ``.tflite`` files and
-``litert_models/manifest.json``; the LiteRT backend only reads them.
+Needs TensorFlow, which no board ever installs, so it is no part of the ``edgefld`` package
+(nor of its wheel and .deb): ``make litert-models`` (or ``python tools/litert_build.py``, with
+edgefld importable) writes the ``.tflite`` files and ``litert_models/manifest.json`` into the
+checkout, which commits them; the LiteRT backend (``edgefld/backends/litert_backend.py``) only
+reads them. Where they live, their manifest's name and the signature names of the weights are
+the backend's (this tool imports them from it).
 
 Why the backward pass is written by hand: a Keras/GradientTape training step
 converts to TensorFlow's gradient kernels (ReluGrad, MaxPoolGrad,
@@ -46,19 +50,13 @@ import numpy as np
 import tensorflow as tf
 
 from edgefld.backends.layout import model_layout
+from edgefld.backends.litert_backend import MANIFEST, MODELS_DIR, weight_key
 from edgefld.tasks import TASKS
 
-MODELS_DIR = Path(__file__).with_name("litert_models")
-MANIFEST = "manifest.json"
-# Dropout probability of MobileNetV3's classifier (torchvision).
-MOBILENET_DROPOUT = 0.2
+# The checkout's models, which the edgefld package ships (its package data).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "edgefld" / "backends" / MODELS_DIR
 # torchvision's MobileNetV3 BatchNorm: eps 1e-3, momentum 0.01.
 MOBILENET_BN_EPS, MOBILENET_BN_MOMENTUM = 1e-3, 0.01
-
-
-def weight_key(index: int) -> str:
-    """The signature name of canonical weight ``index``: torch names hold dots, which signatures avoid."""
-    return f"w{index:03d}"
 
 
 # --- layers: explicit forward and backward in builtin ops ---------------------------------------------
@@ -584,7 +582,7 @@ def build(directory: Path, models: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=MODELS_DIR, help="directory to write (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=SHIPPED_MODELS, help="directory to write (default: %(default)s)")
     parser.add_argument("models", nargs="*", default=list(NETWORKS), help="models to build (default: all)")
     args = parser.parse_args(argv)
     tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,44 @@
+"""What the edgefld package (its wheel, the edgefl .deb) holds: the runtime, not build tools."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from edgefld.backends.base import BACKEND_MODULES
+
+EDGEFLD = Path(__file__).resolve().parents[2] / "edgefld"
+FRAMEWORKS = {"torch", "torchvision", "tensorflow", "keras"}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module of edgefld -> the top-level names and edgefld modules it imports (anywhere in it)."""
+    found = {}
+    for path in EDGEFLD.rglob("*.py"):
+        parts = path.relative_to(EDGEFLD.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[module] = names
+    return found
+
+
+def test_only_the_backends_import_a_training_framework():
+    """A module that imports torch or TensorFlow and that no backend loads is a build tool
+    (such as tools/litert_build.py, which builds the LiteRT models with TensorFlow): it
+    belongs outside the package, which every board installs."""
+    imports = _imports()
+    reachable, todo = set(), list(BACKEND_MODULES.values())
+    while todo:
+        module = todo.pop()
+        if module not in reachable and module in imports:
+            reachable.add(module)
+            todo += [name for name in imports[module] if name in imports]
+    importing = {m for m, names in imports.items() if {n.split(".")[0] for n in names} & FRAMEWORKS}
+    assert importing, "no module imports a framework: the test no longer sees the backends"
+    assert importing <= reachable, f"not loaded by any backend: {sorted(importing - reachable)}"
