@@ -219,8 +219,12 @@ class Sampler(threading.Thread):
                     comm = (_read(f"/proc/{pid}/comm") or "").strip()
                     cmdline = (_read(f"/proc/{pid}/cmdline") or "").replace("\0", " ")
                     role = role_of(comm, cmdline)
-                    role = board.roles.get(pid, role) if role == "other" else board.roles.setdefault(pid, role)
-                    board.roles[pid] = role
+                    # What a process is now (a fork names itself after it starts); what it was, while it
+                    # exits and its command line is already empty.
+                    if role != "other":
+                        board.roles[pid] = role
+                    else:
+                        role = board.roles.get(pid, role)
                 by_role[role] += pss
                 rss_total += rss
                 if role == "clientapp":

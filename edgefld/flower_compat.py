@@ -175,22 +175,63 @@ def patient_node_waits() -> None:
     strategy_utils.sleep = sleep  # type: ignore[attr-defined]
 
 
+# While replies are awaited, the ServerApp asks every NODE_CHECK_S which nodes are still online.
+NODE_CHECK_S = 2.0
+
+
+def _node_left_reply(run_id: int, message_id: str) -> Any:
+    """The reply Flower's SuperLink itself gives for a node that stopped answering heartbeats."""
+    from flwr.app import Metadata
+    from flwr.app.error import Error
+    from flwr.app.message import make_message
+    from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+    from flwr.server.superlink.linkstate.utils import NODE_UNAVAILABLE_ERROR_REASON
+    from flwr.supercore.constant import SYSTEM_MESSAGE_TYPE
+    from flwr.supercore.date import now
+
+    return make_message(
+        metadata=Metadata(run_id=run_id, message_id="", src_node_id=SUPERLINK_NODE_ID,
+                          dst_node_id=SUPERLINK_NODE_ID, reply_to_message_id=message_id, group_id="",
+                          created_at=now().timestamp(), ttl=0, message_type=SYSTEM_MESSAGE_TYPE),
+        error=Error(code=ErrorCode.NODE_UNAVAILABLE,
+                    reason=NODE_UNAVAILABLE_ERROR_REASON + " Its reply was not complete when it left."),
+    )
+
+
 def fast_grid_polls(grid: Any, interval: float) -> None:
-    """The ServerApp's grid polls for replies every ``interval`` s instead of Flower's fixed 3 s.
+    """The ServerApp's grid polls for replies every ``interval`` s instead of Flower's fixed 3 s, and stops
+    waiting for a node that left.
 
     Replaces HttpGrid.send_and_receive on this grid with the same loop over Grid's public
-    push_messages / pull_messages."""
+    push_messages / pull_messages, plus one look at the online nodes every NODE_CHECK_S. Flower
+    answers a message to a node that stopped sending heartbeats with a "Node Unavailable" error,
+    unless that node had begun to send its reply: a reply cut off half-way (the board killed or
+    its link lost while it uploaded) is held until Flower's object-push session expires (180 s,
+    flwr/supercore/constant.py), and the round with it. Here a pending reply from a node no longer
+    online gets the same error as Flower's."""
     def send_and_receive(messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
-        pending = set(grid.push_messages(messages))
+        messages = list(messages)
+        pushed = list(grid.push_messages(messages))
+        pending = {message_id: message.metadata.dst_node_id
+                   for message_id, message in zip(pushed, messages) if message_id}
+        run_id = messages[0].metadata.run_id if messages else 0
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_check = time.monotonic() + NODE_CHECK_S
         replies: list[Any] = []
         while pending and (deadline is None or time.monotonic() < deadline):
-            got = list(grid.pull_messages(pending))
+            got = list(grid.pull_messages(list(pending)))
             replies.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            for reply in got:
+                pending.pop(reply.metadata.reply_to_message_id, None)
+            if pending and time.monotonic() >= next_check:
+                online = set(grid.get_node_ids())
+                for message_id, node_id in list(pending.items()):
+                    if node_id not in online:
+                        replies.append(_node_left_reply(run_id, message_id))
+                        del pending[message_id]
+                next_check = time.monotonic() + NODE_CHECK_S
             if pending:
                 time.sleep(interval)
         return replies
 
     grid.send_and_receive = send_and_receive
-

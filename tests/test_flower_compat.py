@@ -191,3 +191,48 @@ def test_a_server_waiting_for_boards_asks_ever_less_often_and_its_rounds_never_w
         assert len(asked) == 1 and time.monotonic() - started < 6.5
     finally:
         strategy_utils.sleep = saved
+
+
+def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
+    """A reply cut off half-way is held by Flower for its object-push session (180 s); a node no
+    longer online is answered for, as Flower answers for a node that never began its reply."""
+    from flwr.common.constant import ErrorCode
+
+    class Grid:  # the grid's public methods, as the loop uses them
+        def __init__(self):
+            self.online, self.pulls = [1, 2], 0
+
+        def push_messages(self, messages):
+            return [f"m{m.metadata.dst_node_id}" for m in messages]
+
+        def pull_messages(self, ids):
+            self.pulls += 1
+            if self.pulls == 2:
+                self.online = [1]  # node 2 left while its reply was under way
+            return [_reply(i) for i in ids if i == "m1" and self.pulls >= 3]
+
+        def get_node_ids(self):
+            return self.online
+
+    def _reply(message_id):
+        return Message(RecordDict(), metadata=Metadata(
+            run_id=7, message_id="r" + message_id, src_node_id=1, dst_node_id=0, reply_to_message_id=message_id,
+            group_id="1", created_at=time.time(), ttl=60.0, message_type="train"))
+
+    sent = [Message(RecordDict(), metadata=Metadata(
+        run_id=7, message_id="", src_node_id=0, dst_node_id=node, reply_to_message_id="", group_id="1",
+        created_at=time.time(), ttl=60.0, message_type="train")) for node in (1, 2)]
+    grid = Grid()
+    saved = flower_compat.NODE_CHECK_S
+    try:
+        flower_compat.NODE_CHECK_S = 0.2
+        flower_compat.fast_grid_polls(grid, 0.1)
+        started = time.monotonic()
+        replies = grid.send_and_receive(sent, timeout=30)
+    finally:
+        flower_compat.NODE_CHECK_S = saved
+    assert time.monotonic() - started < 5
+    by_id = {r.metadata.reply_to_message_id: r for r in replies}
+    assert set(by_id) == {"m1", "m2"}
+    assert not by_id["m1"].has_error()
+    assert by_id["m2"].has_error() and by_id["m2"].error.code == ErrorCode.NODE_UNAVAILABLE

@@ -17,7 +17,9 @@ of training (tens of seconds on a Pi 3's core). This process imports Flower once
   dead run does not hold up the next round's). A fork is ready in milliseconds, its imports
   done and shared with its siblings until written to.
 
-Forking is safe only from a single-threaded process: this one starts no thread, creates no
+Before each fork every object of this process is moved out of the garbage collector's sight
+(gc.freeze): a fork's collections then never walk, and so never copy, the pages it shares with
+this process and its siblings. Forking is safe only from a single-threaded process: this one starts no thread, creates no
 model and runs no framework computation; numpy's OpenBLAS would start its thread pool at
 import, so it is kept to one thread here (training runs in the framework's own threads,
 sized by the profile). The SuperNode and the ClientApps are named by their command name
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import os
 import select
 import signal
@@ -133,6 +136,7 @@ class WarmRuntime:
         os.close(secret_w)
         parent = os.getpid()
         _flush()
+        gc.freeze()  # see the module's docstring
         pid = os.fork()
         if pid == 0:
             self._in_child()
@@ -150,6 +154,7 @@ class WarmRuntime:
     def start_clientapp(self, token: str) -> None:
         parent = os.getpid()
         _flush()  # a fork would write out again whatever this process still buffers
+        gc.freeze()  # see the module's docstring
         pid = os.fork()
         if pid == 0:
             self._in_child()
