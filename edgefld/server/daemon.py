@@ -40,8 +40,9 @@ log = get_logger("server")
 
 POLL_S = 0.5  # signals, the watchdog, new rounds in metrics.jsonl
 # The run's state is asked of the SuperLink less often: each question costs the SuperLink a request,
-# and an idle server should cost next to nothing (a finished run is noticed within this).
-RUN_STATE_POLL_S = 2.0
+# and an idle server should cost next to nothing. Once the last round is in metrics.jsonl the run
+# is about to end: then it is asked every POLL_S. A run that fails is noticed within RUN_STATE_POLL_S.
+RUN_STATE_POLL_S = 5.0
 MAX_FAILED_SUBMISSIONS = 3  # runs that failed in a row without completing a round
 
 
@@ -296,7 +297,8 @@ class ServerDaemon:
             if self.superlink is None or not self.superlink.alive():
                 raise EdgeflError("Flower's SuperLink exited unexpectedly; see "
                                   f"{self.state_dir / 'logs' / 'superlink.log'}")
-            if time.monotonic() - asked_at < RUN_STATE_POLL_S:
+            ending = self.server.rounds in self.rounds_seen
+            if not ending and time.monotonic() - asked_at < RUN_STATE_POLL_S:
                 continue
             asked_at = time.monotonic()
             try:

@@ -23,8 +23,11 @@ def _named(root: int, name: bytes) -> list[int]:
     return [pid for pid in descendants(root) if names_of(pid).startswith(name + b"\0")]
 
 
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:  # gone meanwhile
+        return None
 
 
 def _runtime_port(warm_pid: int) -> int:
@@ -56,10 +59,16 @@ def test_each_round_runs_in_a_fresh_fork_of_one_preloaded_process_that_alone_can
     seen: dict[int, float] = {}  # ClientApp pid -> when first seen
     deadline = time.monotonic() + 240
     while server.alive() and time.monotonic() < deadline:
-        for pid in _named(clients[0].process.pid, b"flwr-clientapp"):
-            if pid not in seen:
+        named = _named(clients[0].process.pid, b"flwr-clientapp")
+        for pid in named:
+            parent = _ppid(pid)
+            if parent is None:
+                continue
+            # A fork of the runtime; or a child a ClientApp starts (a library's subprocess, named
+            # like its parent until it execs).
+            assert parent == warm or parent in named or parent in seen, (pid, parent, warm)
+            if parent == warm and pid not in seen:
                 seen[pid] = time.monotonic()
-                assert _ppid(pid) == warm, (pid, _ppid(pid))
         time.sleep(0.02)
     assert server.process.wait(10) == 0, server.log()
     assert [(r["round"], r["clients_ok"]) for r in fed.metrics()] == [(1, 2), (2, 2), (3, 2)]
