@@ -25,7 +25,8 @@ output pipe is gone, so output goes to /dev/null, and the same orderly exit
 runs within EXIT_BOUND_S: the daemon's tree goes with it within a second.
 A stop never cuts a reply being pushed in half (_Push): the SuperLink would
 hold a message whose objects never all arrive and the server's round would
-wait for it past its own timeout; a push in flight gets up to PUSH_GRACE_S.
+wait for it; a push in flight gets up to PUSH_GRACE_S, on SIGTERM as on the
+daemon's death (a push can wait for ever for objects of a ClientApp that died).
 """
 
 from __future__ import annotations
@@ -137,10 +138,21 @@ def _atomic_push_messages(**kwargs: Any) -> None:
 def _deferring(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
     def run(signum: int, frame: Any) -> None:
         if _Push.active:
+            if not _Push.deferred:
+                threading.Thread(target=_end_push_after, args=(PUSH_GRACE_S,), daemon=True).start()
             _Push.deferred.append(signum)
             return
         handler(signum, frame)
     return run
+
+
+def _end_push_after(seconds: float) -> None:
+    """A push that outlasts its grace (its ClientApp died while uploading: the objects it waits for never
+    come) no longer holds up the stop: the stop goes on, and the node is deactivated as it leaves."""
+    time.sleep(seconds)
+    if _Push.active and _Push.deferred:
+        _Push.active = False
+        signal.raise_signal(_Push.deferred.pop(0))
 
 
 def _register_deferring_signal_handlers(*args: Any, **kwargs: Any) -> None:

@@ -28,9 +28,20 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.slow]
 
 
-def _wait_mid_round(clients, timeout: float = 30.0) -> bool:
-    """Until some board runs its ClientApp (it is training): the round is under way."""
-    return wait_until(lambda: any(children_running(c, b"flwr-clientapp") for c in clients), timeout, 0.1) is not None
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_mid_round(clients, timeout: float = 30.0, training_cpu_s: float = 0.0) -> bool:
+    """Until some board runs its ClientApp (with ``training_cpu_s``: has trained that long, so it is
+    training, not starting or replying: a warm ClientApp is ready within a few hundredths of a CPU
+    second, and CPU time does not depend on the load): the round is under way."""
+    return wait_until(lambda: any(_cpu_seconds(pid) >= training_cpu_s for c in clients
+                                  for pid in children_running(c, b"flwr-clientapp")), timeout, 0.02) is not None
 
 
 def test_server_sigkilled_mid_round(federation, fault_row):
@@ -110,7 +121,9 @@ def _named(pids: list[int]) -> dict[int, str]:
 def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
     fault_row.injected = ("client 1 mid-round: SIGTERM to its daemon (round 2), then SIGKILL to its daemon alone "
                           "(round 4); restarted each time")
-    fed = federation(task="digits", num_partitions=2, rounds=5, min_clients=2, local_epochs=1, round_timeout=60.0)
+    # 100 epochs of digits: seconds of training per round, so a signal lands while the board trains
+    # (a round of 1 epoch is over in a fraction of a second with the warm client).
+    fed = federation(task="digits", num_partitions=2, rounds=5, min_clients=2, local_epochs=100, round_timeout=60.0)
     server = fed.start_server()
     clients = [fed.start_client(0), fed.start_client(1)]
     fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
@@ -118,7 +131,7 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
     for round_, how in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
         daemon = clients[1]
         fed.wait_for(f"round {round_ - 1} in the metrics", lambda: len(rounds(fed)) >= round_ - 1, timeout=120)
-        assert _wait_mid_round([daemon]), f"client 1 never started training round {round_}"
+        assert _wait_mid_round([daemon], training_cpu_s=0.3), f"client 1 never started training round {round_}"
         node = re.findall(r"registered with \S+ as node (-?\d+)", daemon.log())[-1]
         tree = processes_named(daemon.process.pid, b"")
         names = _named(tree)
