@@ -1,4 +1,4 @@
-"""Flower 1.42 internals whose timing edgefld changes: the waits on a round's path.
+"""Flower 1.42 internals edgefld changes: the waits on a round's path, and how replies flow.
 
 Flower's fixed waits cost a round seconds whatever the training takes:
 the SuperNode sleeps 3 s after every empty poll and 0.5 s while it waits for a
@@ -6,10 +6,14 @@ ClientApp's reply and its objects (flwr/supernode/start_client_internal.py);
 a missing object is retried after 1, 2, 4 ... 10 s in every process that pulls
 objects (flwr/supercore/inflatable/inflatable_utils.py, defaults from
 flwr/supercore/constant.py); the ServerApp polls for replies every 3 s
-(flwr/superlink/grid/http_grid.py). None of them is a setting. Each one
-changed here is pinned by tests/test_flower_compat.py (the source of the code
-it depends on, hashed): an upgrade of flwr that changes any of them fails
-there first.
+(flwr/superlink/grid/http_grid.py); while too few boards are connected it asks
+every second (flwr/serverapp/strategy/strategy_utils.py). None of them is a
+setting. Besides the waits: the SuperNode sends every reply as it comes and
+never blocks on one (adaptive_supernode_polls), the ServerApp stops waiting for
+a node that left (fast_grid_polls), and the warm runtime signs AcquireTask as
+Flower's SuperExec does (superexec_auth_methods). Each one changed here is
+pinned by tests/test_flower_compat.py (the source of the code it depends on,
+hashed): an upgrade of flwr that changes any of them fails there first.
 """
 
 from __future__ import annotations

@@ -248,3 +248,7 @@ def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
     assert set(by_id) == {"m1", "m2"}
     assert not by_id["m1"].has_error()
     assert by_id["m2"].has_error() and by_id["m2"].error.code == ErrorCode.NODE_UNAVAILABLE
+
+
+def test_the_warm_runtime_signs_what_flowers_superexec_signs():
+    assert flower_compat.superexec_auth_methods() == frozenset({"/flwr.proto.Runtime/AcquireTask"})
