@@ -196,8 +196,6 @@ def test_a_server_waiting_for_boards_asks_ever_less_often_and_its_rounds_never_w
 def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
     """A reply cut off half-way is held by Flower for its object-push session (180 s); a node no
     longer online is answered for, as Flower answers for a node that never began its reply."""
-    from flwr.app.error import Error
-    from flwr.app.message import make_message
     from flwr.common.constant import ErrorCode
 
     class Grid:  # the grid's public methods, as the loop uses them
@@ -211,19 +209,10 @@ def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
             self.pulls += 1
             if self.pulls == 2:
                 self.online = [1]  # node 2 left while its reply was under way
-            # Node 2's reply arrived, but not its objects: Flower's grid makes an error of it.
-            unfinished = [_objects_missing("m2")] if "m2" in ids else []
-            return unfinished + [_reply(i) for i in ids if i == "m1" and self.pulls >= 3]
+            return [_reply(i) for i in ids if i == "m1" and self.pulls >= 3]
 
         def get_node_ids(self):
             return self.online
-
-    def _objects_missing(message_id):  # as flwr/superlink/grid/http_grid.py pull_messages makes it
-        return make_message(metadata=Metadata(
-            run_id=7, message_id="", src_node_id=0, dst_node_id=0, reply_to_message_id=message_id, group_id="",
-            created_at=time.time(), ttl=0, message_type="system"), error=Error(
-                code=ErrorCode.MESSAGE_UNAVAILABLE, reason="Reply message objects are unavailable. The sender may "
-                "not have completed the upload before the object-push session expired."))
 
     def _reply(message_id):
         return Message(RecordDict(), metadata=Metadata(
@@ -234,15 +223,14 @@ def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
         run_id=7, message_id="", src_node_id=0, dst_node_id=node, reply_to_message_id="", group_id="1",
         created_at=time.time(), ttl=60.0, message_type="train")) for node in (1, 2)]
     grid = Grid()
-    saved = flower_compat.NODE_CHECK_S, dict(inflatable_utils.pull_objects.__kwdefaults__)
+    saved = flower_compat.NODE_CHECK_S
     try:
         flower_compat.NODE_CHECK_S = 0.2
         flower_compat.fast_grid_polls(grid, 0.1)
-        assert inflatable_utils.pull_objects.__kwdefaults__["max_time"] == flower_compat.REPLY_OBJECTS_WAIT_S
         started = time.monotonic()
         replies = grid.send_and_receive(sent, timeout=30)
     finally:
-        flower_compat.NODE_CHECK_S, inflatable_utils.pull_objects.__kwdefaults__ = saved
+        flower_compat.NODE_CHECK_S = saved
     assert time.monotonic() - started < 5
     by_id = {r.metadata.reply_to_message_id: r for r in replies}
     assert set(by_id) == {"m1", "m2"}
