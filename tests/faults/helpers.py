@@ -85,5 +85,14 @@ def error_lines(root: Path) -> list[str]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def processes_named(root_pid: int, marker: bytes) -> list[int]:
     return [pid for pid in descendants(root_pid) if marker in names_of(pid)]

@@ -15,7 +15,7 @@ from flwr.common.constant import MAX_RETRY_DELAY
 from edgefld.client.daemon import BACKOFF_S
 from tests.e2e.netns import board_namespace, can_make_namespaces
 from tests.faults.conftest import say
-from tests.faults.helpers import assert_model_chain, children_running, rounds, wait_until
+from tests.faults.helpers import assert_model_chain, children_running, cpu_seconds, rounds, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,8 +33,10 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         pytest.skip("needs root and iproute2 (a network namespace and a veth pair)")
     fault_row.injected = f"client 1's link (veth, own netns) down {PARTITION_S:.0f} s mid-round"
     with board_namespace("edgefl-fault-part", HOST_IP, BOARD_IP) as link:
+        # 100 epochs of digits: seconds of training per round, so the link goes down while client 1 trains
+        # round 2 (a round of 1 epoch is over in a fraction of a second with the warm client).
         fed = federation(listen_host="0.0.0.0", task="digits", num_partitions=2, rounds=3, min_clients=2,
-                         local_epochs=1, tls=False)
+                         local_epochs=100, tls=False)
         server = fed.start_server()
         clients = [fed.start_client(0, "--server", f"127.0.0.1:{fed.port}"),
                    fed.start_client(1, "--server", f"{HOST_IP}:{fed.port}", "--tls", "false", "--log-level", "debug",
@@ -42,7 +44,10 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         pids = [server.process.pid] + [c.process.pid for c in clients]
         fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
         assert "registered with" in clients[1].log()
-        wait_until(lambda: bool(children_running(clients[0], b"flwr-clientapp")), 20, 0.1)  # round 2 under way
+        # Round 2 under way: client 1's ClientApp has trained 0.3 CPU-s (a fork is ready within a few
+        # hundredths; CPU time does not depend on the load).
+        assert wait_until(lambda: any(cpu_seconds(pid) >= 0.3 for pid in children_running(clients[1], b"flwr-clientapp")),
+                          60, 0.02) is not None, clients[1].log()
         offset = len(clients[1].log())
         link.set_link(up=False)
         say(f"link {link.host_if} down: client 1 ({BOARD_IP}) cut off for {PARTITION_S:.0f} s during round 2")
