@@ -15,6 +15,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from edgefld.cli.main import main as edgefl_main
 from edgefld.procs import names_of
 from tests.e2e.federation import descendants
+from tests.faults.helpers import cpu_seconds
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -84,14 +85,6 @@ def test_each_round_runs_in_a_fresh_fork_of_one_preloaded_process_that_alone_can
         assert "Traceback" not in log and "ERROR" not in log, log
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_clientapp_stuck_in_one_round_does_not_hold_up_the_next(federation, mnist_files):
     """A fork frozen while it trains (SIGSTOP: as if hung on a dead run) costs that round, not the next.
 
@@ -106,7 +99,7 @@ def test_a_clientapp_stuck_in_one_round_does_not_hold_up_the_next(federation, mn
         # A fork is ready with a few hundredths of a CPU second: at 0.3 it has its message and trains
         # (ten epochs take seconds). CPU time, unlike wall time, does not depend on the load.
         stuck = next((pid for pid in _named(clients[0].process.pid, b"flwr-clientapp")
-                      if _cpu_seconds(pid) >= 0.3), None)
+                      if cpu_seconds(pid) >= 0.3), None)
         time.sleep(0.005)
     assert stuck is not None, clients[0].log()
     os.kill(stuck, signal.SIGSTOP)

@@ -17,6 +17,7 @@ from tests.faults.helpers import (
     assert_model_chain,
     checkpoint_of,
     children_running,
+    cpu_seconds,
     error_lines,
     kill_tree,
     latest_checkpoint,
@@ -28,19 +29,11 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.slow]
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_mid_round(clients, timeout: float = 30.0, training_cpu_s: float = 0.0) -> bool:
     """Until some board runs its ClientApp (with ``training_cpu_s``: has trained that long, so it is
     training, not starting or replying: a warm ClientApp is ready within a few hundredths of a CPU
     second, and CPU time does not depend on the load): the round is under way."""
-    return wait_until(lambda: any(_cpu_seconds(pid) >= training_cpu_s for c in clients
+    return wait_until(lambda: any(cpu_seconds(pid) >= training_cpu_s for c in clients
                                   for pid in children_running(c, b"flwr-clientapp")), timeout, 0.02) is not None
 
 
