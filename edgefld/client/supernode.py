@@ -14,8 +14,8 @@ Its polls and waits are those of edgefld.flower_compat: fast while a federation 
 It also stops in order. On SIGTERM from the daemon, Flower would stop its
 Runtime API first, and a ClientApp still training then fails to report
 ("Failed to push task output: Connection refused", at ERROR). An exit handler
-that Flower runs first ends the ClientApps (each reports its task as stopped
-to this SuperNode, still serving), then superexec; then Flower's own exit
+that Flower runs first ends the ClientApps (SIGKILL: see end_children_first),
+then superexec; then Flower's own exit
 deactivates the node, so the server's round counts this board out at once
 instead of after two missed heartbeats, and the process ends there (Flower's
 threads would hold it up to 5 s more).
@@ -56,7 +56,7 @@ from edgefld.server.fab import foreign_fab_problem
 EXIT_BOUND_S = 0.9  # from the daemon's death to this process gone, its children first
 PUSH_GRACE_S = 5.0  # ... unless it is pushing a reply: a reply cut in half would stall the server's round
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
-CLIENTAPP_GRACE_S = 0.5  # for a ClientApp to report its task as stopped
+CLIENTAPP_GONE_S = 0.5  # for the kernel to end a SIGKILLed ClientApp
 
 _pull_and_store_message = supernode_internal._pull_and_store_message
 _push_messages = supernode_internal._push_messages
@@ -196,13 +196,18 @@ def _signal(pids: list[int], sig: int) -> None:
 
 
 def end_children_first() -> None:
-    """Flower's exit handler that runs first: the ClientApps, then everything else under this SuperNode."""
+    """Flower's exit handler that runs first: the ClientApps, then everything else under this SuperNode.
+
+    The ClientApps get SIGKILL, not SIGTERM: a SIGTERMed ClientApp reports its task as stopped,
+    which revokes its token at once while its other threads still pull the message's objects, and
+    this SuperNode then logs each of those pulls at ERROR ("Runtime task-token authentication
+    failed"). The report would serve nothing: this SuperNode's task state ends with it.
+    """
     apps = [pid for pid in descendants(os.getpid()) if b"flwr-clientapp" in _command(pid)]
-    _signal(apps, signal.SIGTERM)
-    deadline = time.monotonic() + CLIENTAPP_GRACE_S
+    _signal(apps, signal.SIGKILL)
+    deadline = time.monotonic() + CLIENTAPP_GONE_S
     while time.monotonic() < deadline and not all(map(_gone, apps)):
         time.sleep(0.02)
-    _signal(apps, signal.SIGKILL)
     _signal([pid for pid in descendants(os.getpid()) if pid not in apps], signal.SIGTERM)
 
 

@@ -27,8 +27,8 @@ sized by the profile). The SuperNode and the ClientApps are named by their comma
 bytes), ``flwr-clientapp``; this process is ``edgefl-warm``.
 
 Stopping keeps the order of Flower's own processes: on SIGTERM the ClientApps end first
-(each reports its task as stopped to the SuperNode, still serving), then the SuperNode (it
-deactivates the node); if the SuperNode exits on its own, its ClientApps have nobody to report
+(SIGKILL: a stopped task's report would only make the SuperNode log its revoked token at
+ERROR), then the SuperNode (it deactivates the node); if the SuperNode exits on its own, its ClientApps have nobody to report
 to and are killed, and this process exits with the SuperNode's status for the daemon to act
 on. When the daemon dies, the kernel's parent-death signal starts the same orderly stop.
 """
@@ -58,7 +58,6 @@ _PR_SET_NAME = 15
 FAST_CLAIM_S = 0.05
 CLAIM_WINDOW_S = 30.0
 IDLE_CLAIM_S = 1.0
-CLIENTAPP_GRACE_S = 0.5  # for a ClientApp to report its task as stopped
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 SUPERNODE_GRACE_S = 6.0  # the SuperNode's own bound is 5 s while it pushes a reply (edgefld.client.supernode)
 
@@ -207,10 +206,8 @@ class WarmRuntime:
         """End the ClientApps, then the SuperNode; return the status to exit with."""
         self.reap()
         apps = set(self.clientapps)
-        if self.supernode_status is None and apps:  # they report their tasks as stopped to a SuperNode still serving
-            _signal(apps, signal.SIGTERM)
-            self._wait_gone(apps, CLIENTAPP_GRACE_S)
-        _signal(self.clientapps, signal.SIGKILL)
+        # SIGKILL, not SIGTERM: see edgefld.client.supernode.end_children_first.
+        _signal(apps, signal.SIGKILL)
         self._wait_gone(apps, 1.0)
         if self.supernode_pid is not None and self.supernode_status is None:
             _signal({self.supernode_pid}, signal.SIGTERM)

@@ -143,7 +143,7 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
             apps = [pid for pid in tree if names[pid] == "flwr-clientapp"]
             supernode = [pid for pid in tree if names[pid] == "supernode"]
             assert apps and supernode, names
-            # In order: the ClientApp ends (and reports its task to a SuperNode still serving), then the SuperNode.
+            # In order: the ClientApp ends (SIGKILL), then the SuperNode, which deactivates its node.
             assert max(dead[pid] for pid in apps) <= dead[supernode[0]], (names, dead)
         else:
             # The kernel's parent-death signal: the whole tree within about a second of its daemon.
