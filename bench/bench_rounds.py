@@ -9,9 +9,10 @@ threads = 1 each, as in the e2e tests), in two phases:
 
 1. lifecycle: the server waits for a third board that never comes, so the two boards sit registered
    and idle. Measured: each daemon's start to its sd_notify READY=1 (= registered; the bench is the
-   NOTIFY_SOCKET, as systemd is for `systemctl start edgefl-client`), the idle CPU of each board's
-   whole process tree and of the server's over --idle-seconds (after the server's start-up has
-   settled), the idle whole-client PSS, and SIGTERM to every process of a board gone.
+   NOTIFY_SOCKET, as systemd is for `systemctl start edgefl-client`; one board started at a time),
+   the idle CPU of each board's whole process tree and of the server's over --idle-seconds (after start-up has settled, and
+   after the boards' fast polling once registered, edgefld.flower_compat.FAST_WINDOW_S), the idle
+   whole-client PSS, and SIGTERM to every process of a board gone.
 2. rounds: --rounds rounds of --task. Per round, from the server's metrics.jsonl: wall (the server
    sending the round's instructions to aggregating the replies), train max (the slowest board's own
    training time), overhead (wall - train max), period (round end to round end), bytes (arrays
@@ -405,10 +406,12 @@ def lifecycle_phase(root: Path, result: CaseResult, args: argparse.Namespace, cl
         if not server.alive():
             raise BenchError(f"the server exited with status {server.process.returncode}\n{daemon_logs(fed)}")
         clients, started = [], {}
+        # One board at a time, as each board starts on its own machine: two boards starting at once on
+        # this 2-core machine would measure how they share its cores, not how fast one starts.
         for cid in (0, 1):
             started[cid] = time.monotonic()
-            clients.append(fed.start_client(cid, "--backend", result.backend, env=sockets[f"client-{cid}"].env()))
-        for cid, client in enumerate(clients):
+            client = fed.start_client(cid, "--backend", result.backend, env=sockets[f"client-{cid}"].env())
+            clients.append(client)
             notify = sockets[f"client-{cid}"]
             wait_until(f"client {cid}'s READY", lambda: notify.ready_at is not None or not client.alive(), 120,
                        lambda: daemon_logs(fed))
@@ -418,6 +421,11 @@ def lifecycle_phase(root: Path, result: CaseResult, args: argparse.Namespace, cl
         for daemon in (server, *clients):  # the ServerApp's and ClientApps' start-up, if any, is not idling
             settle(daemon.process.pid)
         if args.idle_seconds > 0:
+            # A node that has just registered polls fast for a while (it is about to be asked); idle is
+            # what follows, for as long as the fleet has nothing to do.
+            from edgefld.flower_compat import FAST_WINDOW_S
+
+            time.sleep(max(0.0, FAST_WINDOW_S + 1.0 - (time.monotonic() - started[1])))
             roots = {"server": (server.process.pid, "daemon")}
             roots.update({f"client-{cid}": (c.process.pid, "daemon") for cid, c in enumerate(clients)})
             sampler = Sampler(roots, 1.0, memory=False)

@@ -158,7 +158,7 @@ def adaptive_supernode_polls() -> None:
 
 # While the ServerApp waits for enough boards, it asks again after 1 s, then 2 s, ... up to
 # NODE_WAIT_CAP_S (Flower: every 1 s, each time a request and a log line pushed to the SuperLink).
-NODE_WAIT_CAP_S = 3.0
+NODE_WAIT_CAP_S = 4.0
 _NODE_WAIT_RESET_S = 10.0  # a wait this long after the previous one starts a new series
 
 

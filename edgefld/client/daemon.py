@@ -52,6 +52,7 @@ from edgefld.tls import check_client_files, client_tls, probe_server
 log = get_logger("client")
 
 POLL_S = 0.5
+READY_POLL_S = 0.05
 BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it registers
 # After the server's answer turned this board away (wrong CA, name mismatch, TLS on one side): a
 # fix takes a person, so retry ever more slowly (doubling, up to [client] refusal_backoff_max), but
@@ -253,7 +254,8 @@ class ClientDaemon:
 
     def _supervise(self, started_at: float) -> int | None:
         assert self.supernode is not None
-        while not self.stopping.wait(POLL_S):
+        # Until READY, look often: `systemctl start` waits for it.
+        while not self.stopping.wait(POLL_S if self._ready_sent else READY_POLL_S):
             self.notifier.watchdog()
             if self.registered.is_set() and not self._ready_sent:
                 self._ready(f"registered with {self.client.server} as node {self.node_id}; waiting for a round")

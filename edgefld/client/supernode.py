@@ -116,7 +116,26 @@ class _Push:
     """
 
     active = False
+    # Flower's push waits (0.5 s sleeps) for an object its ClientApp has announced but not yet
+    # uploaded. A stop ends the ClientApps first, so such a push can never finish: it does not
+    # hold up the stop.
+    awaiting_clientapp = False
     deferred: list[int] = []
+
+
+class _WatchedObjectStore:
+    """The SuperNode's object store as Flower's push reads it, noting when it waits for a ClientApp."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def get(self, object_id: str) -> bytes | None:
+        content: bytes | None = self._store.get(object_id)
+        _Push.awaiting_clientapp = content == b""
+        return content
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _pushing_send(send: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,16 +147,18 @@ def _pushing_send(send: Callable[..., Any]) -> Callable[..., Any]:
 
 def _atomic_push_messages(**kwargs: Any) -> None:
     try:
-        _push_messages(**dict(kwargs, send=_pushing_send(kwargs["send"])))
+        _push_messages(**dict(kwargs, send=_pushing_send(kwargs["send"]),
+                              object_store=_WatchedObjectStore(kwargs["object_store"])))
     finally:
         _Push.active = False
+        _Push.awaiting_clientapp = False
         if _Push.deferred:
             signal.raise_signal(_Push.deferred.pop(0))
 
 
 def _deferring(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
     def run(signum: int, frame: Any) -> None:
-        if _Push.active:
+        if _Push.active and not _Push.awaiting_clientapp:
             if not _Push.deferred:
                 threading.Thread(target=_end_push_after, args=(PUSH_GRACE_S,), daemon=True).start()
             _Push.deferred.append(signum)
@@ -168,7 +189,8 @@ def _exit_soon() -> None:
     started = time.monotonic()
     while True:
         waited = time.monotonic() - started
-        if waited >= PUSH_GRACE_S or (waited >= EXIT_BOUND_S and not _Push.active):
+        pushing = _Push.active and not _Push.awaiting_clientapp
+        if waited >= PUSH_GRACE_S or (waited >= EXIT_BOUND_S and not pushing):
             os._exit(1)
         time.sleep(0.02)
 

@@ -81,9 +81,10 @@ class SuperLink:
             # Killed outright if this daemon dies: its state is SQLite's to keep consistent, and its
             # superexec and ServerApp go with it (edgefld.procs).
             self.process = spawn(argv, flower_environment(self.state_dir / "flwr", {
-                # The SuperLink's SuperExec looks for a ServerApp to start: once per run, so a start
-                # within 2 s is soon enough, and an idle server is not asked twice a second.
-                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"}), output,
+                # The SuperLink's SuperExec looks for a ServerApp to start: once per run (the daemon's
+                # start or restart), so a start within 4 s is soon enough; every poll costs the
+                # SuperLink a request for as long as the server runs, idle or not.
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "4"}), output,
                                  parent_death=signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
