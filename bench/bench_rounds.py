@@ -487,6 +487,9 @@ def rounds_phase(root: Path, result: CaseResult, args: argparse.Namespace, clien
             "round": record["round"], "wall": wall, "train_max": float(record["client_train_seconds_max"]),
             "overhead": wall - float(record["client_train_seconds_max"]),
             "startup_max": float(record.get("client_startup_seconds_max", 0.0)),
+            # The handler's work besides training: its set-up and the global model's validation.
+            "handler_extra_max": max(0.0, float(record.get("client_handler_seconds_max", 0.0))
+                                     - float(record["client_train_seconds_max"])),
             "period": None if previous_end is None else end - previous_end,
             "client_cpu": statistics.mean(cpu), "bytes": int(record["bytes_sent"]) + int(record["bytes_received"]),
             "failed": record.get("clients_failed", 0), "accuracy": record.get("eval_accuracy"),
@@ -760,6 +763,14 @@ def report(results: list[CaseResult], args: argparse.Namespace, python: str) -> 
     for r in results:
         if not r.rounds and r.note:
             print(f"{r.name:<14}{r.backend:<11}{r.note}")
+    print("\nWhere the overhead goes (medians; the slowest board's, from metrics.jsonl): ClientApp start-up "
+          "(fork or interpreter to handler), the handler besides training (set-up, validation of the global "
+          "model), the rest (polls, transfers, the server's aggregation and evaluation):")
+    for r in measured:
+        if r.column("handler_extra_max"):
+            startup, extra = r.median("startup_max"), r.median("handler_extra_max")
+            print(f"  {r.name:<14}{r.backend:<11}overhead {fmt(r.median('overhead'))}: start-up {fmt(startup)}, "
+                  f"handler besides training {fmt(extra)}, the rest {fmt(r.median('overhead') - startup - extra)}")
     print("\nUnits: seconds, except bytes, PSS (MiB, whole client: every process of a board at one instant, "
           "worst board), idle CPU (% of one core over "
           f"{args.idle_seconds:.0f} s; server: all of it, for 2 boards), READY and stop (SIGTERM to every process "
