@@ -22,14 +22,14 @@ from typing import Any
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.apps.server_app import CHECKPOINT_DIR, METRICS_FILE, STATE_WRITE_FAILED, run_identity
 from edgefld.backends.catalog import installed_backends
 from edgefld.config import Config
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
-from edgefld.persist import load_latest_checkpoint, read_jsonl, reconcile_metrics
 from edgefld.pki import NodeKey, enrolled_keys, fingerprint_of_pem
+from edgefld.records import Failure, RoundRecord
+from edgefld.run_state import METRICS_FILE, STATE_WRITE_FAILED, RunState, read_rounds, run_identity
 from edgefld.server.fab import build_fab
 from edgefld.server.fleet_gateway import FleetGateway, GatewayLimits
 from edgefld.server.superlink import SuperLink
@@ -61,6 +61,7 @@ class ServerDaemon:
         self.config = config
         self.server = config.server
         self.state_dir = Path(self.server.state_dir)
+        self.state = RunState(self.state_dir, run_identity(self.run_config()))
         self.notifier = Notifier()
         self.stopping = threading.Event()
         self.security: ServerSecurity = server_security(self.server, config.source)
@@ -76,31 +77,15 @@ class ServerDaemon:
 
     # --- what is already done ------------------------------------------------------------
     def completed_rounds(self) -> int:
-        checkpoint = self._latest_checkpoint()
-        return 0 if checkpoint is None else checkpoint.round
+        done, problems = self.state.completed_rounds()
+        self._report(problems)
+        return done
 
-    def _latest_checkpoint(self) -> Any:
-        checkpoint, problems = load_latest_checkpoint(self.state_dir / CHECKPOINT_DIR)
+    def _report(self, problems: list[str]) -> None:
         for problem in problems:
             if problem not in self._reported:
                 self._reported.add(problem)
                 log.warning("%s; using the one before", problem)
-        if checkpoint is None:
-            return None
-        identity = run_identity(self.run_config())
-        if checkpoint.meta.get("identity") != identity:
-            raise EdgeflError(
-                f"{self.state_dir} holds the state of another run ({checkpoint.meta.get('identity')}); "
-                f"this config asks for {identity}: set another [server] state_dir or remove that one")
-        return checkpoint
-
-    def _reconcile_metrics(self) -> None:
-        """Torn lines and rounds after the checkpoint resumed from leave metrics.jsonl, in one line."""
-        checkpoint = self._latest_checkpoint()
-        note = reconcile_metrics(self.state_dir / METRICS_FILE, 0 if checkpoint is None else checkpoint.round,
-                                 None if checkpoint is None else checkpoint.meta.get("record"))
-        if note:
-            log.warning("%s", note)
 
     def run_config(self) -> dict[str, Any]:
         s = self.server
@@ -123,8 +108,12 @@ class ServerDaemon:
             raise StateWriteError(f"cannot create state_dir {self.state_dir}: {exc.strerror}") from None
         self._check_task_data()
         run_config = dict(self.run_config(), **{"eval-backend": eval_backend_for_server()})
-        done = self.completed_rounds()
-        self._reconcile_metrics()
+        # The same resume as the ServerApp's: the daemon says what it found before any run starts.
+        resume = self.state.resume()
+        self._report(resume.problems)
+        if resume.repair:
+            log.warning("%s", resume.repair)
+        done = resume.round
         self._log_existing_rounds()
         if done >= self.server.rounds:
             message = f"complete: {done}/{self.server.rounds} rounds (raise [server] rounds to train on)"
@@ -318,10 +307,7 @@ class ServerDaemon:
         return None
 
     def _log_existing_rounds(self) -> None:
-        records, _ = read_jsonl(self.state_dir / METRICS_FILE)
-        for record in records:
-            if isinstance(record.get("round"), int):
-                self.rounds_seen.add(record["round"])
+        self.rounds_seen.update(record.round for record in read_rounds(self.state.metrics))
         if self.rounds_seen:
             log.info("resuming: rounds %s already done (metrics in %s)", _ranges(sorted(self.rounds_seen)),
                      self.state_dir / METRICS_FILE)
@@ -335,22 +321,19 @@ class ServerDaemon:
         if seen is not None and seen == self._metrics_seen:
             return  # unchanged since last read
         self._metrics_seen = seen
-        records, _ = read_jsonl(self.state_dir / METRICS_FILE)
-        for record in records:
-            number = record.get("round")
-            if not isinstance(number, int) or number in self.rounds_seen:
+        for record in read_rounds(self.state.metrics):
+            if record.round in self.rounds_seen:
                 continue
-            self.rounds_seen.add(number)
+            self.rounds_seen.add(record.round)
             line = _describe_round(record, self.server.rounds)
             log.info("%s", line)
             self.notifier.set_status(line)
 
     def _summary(self) -> str:
-        records, _ = read_jsonl(self.state_dir / METRICS_FILE)
-        last = records[-1] if records else {}
-        accuracy = last.get("eval_accuracy")
+        records = read_rounds(self.state.metrics)
+        evaluation = records[-1].evaluation if records else None
         return f"{len(records)}/{self.server.rounds} rounds" + (
-            f", accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "")
+            f", accuracy {evaluation.eval_accuracy:.4f}" if evaluation is not None else "")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -373,27 +356,22 @@ def _listing(directory: Path) -> object:
         return f"unreadable: {exc}"
 
 
-def _describe_round(record: dict[str, Any], total: int) -> str:
-    parts = [f"round {record['round']}/{total}: {record.get('clients_ok', '?')} clients ok"]
-    if record.get("clients_failed"):
-        parts.append(f"{record['clients_failed']} failed")
-    if isinstance(record.get("train_loss"), float):
-        parts.append(f"train loss {record['train_loss']:.4f}")
-    if isinstance(record.get("eval_accuracy"), float):
-        parts.append(f"eval loss {record['eval_loss']:.4f}, accuracy {record['eval_accuracy']:.4f}")
-    if isinstance(record.get("wall_seconds"), float):
-        parts.append(f"{record['wall_seconds']:.1f} s")
+def _describe_round(record: RoundRecord, total: int) -> str:
+    training, evaluation = record.training, record.evaluation
+    parts = [f"round {record.round}/{total}: {training.clients_ok if training is not None else '?'} clients ok"]
+    if training is not None and training.clients_failed:
+        parts.append(f"{training.clients_failed} failed")
+    if training is not None and training.train_loss is not None:
+        parts.append(f"train loss {training.train_loss:.4f}")
+    if evaluation is not None:
+        parts.append(f"eval loss {evaluation.eval_loss:.4f}, accuracy {evaluation.eval_accuracy:.4f}")
+    if training is not None and training.wall_seconds is not None:
+        parts.append(f"{training.wall_seconds:.1f} s")
     line = ", ".join(parts)
-    for failure in record.get("failures") or []:
-        line += f"; {failure.get('phase')} failure of {_board(failure)}: {failure.get('reason')}"
+    failures: tuple[Failure, ...] = training.failures if training is not None else ()
+    for failure in failures:
+        line += f"; {failure.phase} failure of {failure.board_name()}: {failure.reason}"
     return line
-
-
-def _board(failure: dict[str, Any]) -> str:
-    if failure.get("node") is None:
-        return "unnamed boards"
-    return (f"node {failure['node']} (cid {'?' if failure.get('cid') is None else failure['cid']}, "
-            f"board {failure.get('board') or 'unknown'})")
 
 
 def _ranges(numbers: list[int]) -> str:
