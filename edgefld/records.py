@@ -125,8 +125,8 @@ class BoardIdentity:
         return {"cid": self.cid, "board": self.board}
 
     @classmethod
-    def from_json(cls, data: object) -> BoardIdentity:
-        data = _object(data, "a board")
+    def from_json(cls, value: object) -> BoardIdentity:
+        data = _object(value, "a board")
         return cls(cid=_required_int(data, "cid"), board=_optional_str(data, "board"))
 
 
@@ -147,8 +147,8 @@ class Failure:
                 "error": self.error, "reason": self.reason}
 
     @classmethod
-    def from_json(cls, data: object) -> Failure:
-        data = _object(data, "a failure")
+    def from_json(cls, value: object) -> Failure:
+        data = _object(value, "a failure")
         return cls(node=_optional_int(data, "node"), cid=_optional_int(data, "cid"),
                    board=_optional_str(data, "board"), phase=_optional_str(data, "phase") or "train",
                    code=_optional_int(data, "code"), error=_optional_str(data, "error"),
@@ -199,7 +199,8 @@ class RoundTraining:
         return cls(
             clients_ok=_required_int(data, "clients_ok"),
             clients_failed=_optional_int(data, "clients_failed") or 0,
-            failures=tuple(Failure.from_json(f) for f in failures) if isinstance(failures, list) else (),
+            failures=(tuple(Failure.from_json(f) for f in failures if isinstance(f, Mapping))
+                      if isinstance(failures, list) else ()),
             train_loss=_optional_float(data, "train_loss"),
             client_val_loss=_optional_float(data, "client_val_loss"),
             client_val_accuracy=_optional_float(data, "client_val_accuracy"),
@@ -220,7 +221,7 @@ def _boards(value: object) -> dict[int, BoardIdentity]:
     """The boards of a record by node id; entries that are not a board are left out, not fatal."""
     if not isinstance(value, Mapping):
         return {}
-    boards = {}
+    boards: dict[int, BoardIdentity] = {}
     for node, board in value.items():
         if isinstance(node, str) and node.lstrip("-").isdigit():
             try:
@@ -279,8 +280,8 @@ class RoundRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: object) -> RoundRecord:
-        data = _object(data, "a round record")
+    def from_json(cls, value: object) -> RoundRecord:
+        data = _object(value, "a round record")
         _check_format(data, cls.FORMAT, "a round record")
         try:
             evaluation: Evaluation | None = Evaluation.from_json(data) if "eval_loss" in data else None
@@ -344,8 +345,8 @@ class BoardStatus:
         return data
 
     @classmethod
-    def from_json(cls, data: object) -> BoardStatus:
-        data = _object(data, "a board status")
+    def from_json(cls, value: object) -> BoardStatus:
+        data = _object(value, "a board status")
         _check_format(data, cls.FORMAT, "a board status")
         outcome: Trained | Refused
         if "error" in data:

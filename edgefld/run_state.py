@@ -118,7 +118,7 @@ class RunState:
 def read_rounds(path: Path) -> list[RoundRecord]:
     """The round records of a metrics log; lines that are not one (torn, foreign, newer) are left out."""
     records, _ = read_jsonl(path)
-    rounds = []
+    rounds: list[RoundRecord] = []
     for data in records:
         try:
             rounds.append(RoundRecord.from_json(data))

@@ -28,15 +28,15 @@ def _through_json(data: dict[str, object]) -> object:
 
 # A metrics.jsonl line exactly as the ServerApp wrote it before records were versioned (format 0):
 # a board's error reply (with "error"), a board that never answered (without), boards by node id.
-FORMAT_0_ROUND = {
+FORMAT_0_FAILURES: list[dict[str, object]] = [
+    {"node": 11, "cid": 0, "board": "Raspberry Pi 4 Model B Rev 1.4", "phase": "train", "code": 4006,
+     "reason": "client 0 refuses this round: not enough memory", "error": "resources"},
+    {"node": 13, "cid": None, "board": None, "phase": "train", "code": None,
+     "reason": "did not answer within the round timeout"},
+]
+FORMAT_0_ROUND: dict[str, object] = {
     "round": 2, "task": "digits", "time": 1764800000.25, "start_model_sha256": "a" * 64, "model_sha256": "b" * 64,
-    "clients_ok": 1, "clients_failed": 2,
-    "failures": [
-        {"node": 11, "cid": 0, "board": "Raspberry Pi 4 Model B Rev 1.4", "phase": "train", "code": 4006,
-         "reason": "client 0 refuses this round: not enough memory", "error": "resources"},
-        {"node": 13, "cid": None, "board": None, "phase": "train", "code": None,
-         "reason": "did not answer within the round timeout"},
-    ],
+    "clients_ok": 1, "clients_failed": 2, "failures": FORMAT_0_FAILURES,
     "train_loss": 0.5, "client_val_loss": 0.75, "client_val_accuracy": 0.625,
     "client_train_seconds_max": 1.5, "client_startup_seconds_max": 0.012, "client_handler_seconds_max": 2.0,
     "client_prepare_seconds_max": 0.25, "bytes_sent": 1000, "bytes_received": 900, "backends": {"torch": 1},
@@ -64,7 +64,7 @@ def test_a_format_0_round_reads_with_every_figure_and_writes_back_the_same_keys(
     assert record.evaluation == Evaluation(eval_loss=0.4, eval_accuracy=0.875, eval_samples=300)
     # What the system test, bench/ and the demo read keeps its key; every failure has every key now.
     expected = dict(FORMAT_0_ROUND, format=RoundRecord.FORMAT)
-    expected["failures"] = [dict(failure, error=failure.get("error")) for failure in FORMAT_0_ROUND["failures"]]
+    expected["failures"] = [dict(failure, error=failure.get("error")) for failure in FORMAT_0_FAILURES]
     assert record.to_json() == expected
 
 

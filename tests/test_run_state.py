@@ -24,7 +24,7 @@ def _state(tmp_path, rounds: int) -> list[list[np.ndarray]]:
         models.append(weights)
         record = {"round": round_} if round_ else None
         save_checkpoint(tmp_path / CHECKPOINT_DIR, round_, weights, {"identity": run_identity(RUN), "record": record})
-        if round_:
+        if record is not None:
             append_jsonl(tmp_path / METRICS_FILE, record)
     return models
 
@@ -37,7 +37,7 @@ def test_resumes_from_the_newest_good_checkpoint_and_sets_later_rounds_aside(tmp
     models = _state(tmp_path, 2)
     (tmp_path / CHECKPOINT_DIR / "round-000002.npz").write_bytes(b"garbage")
     point = _run_state(tmp_path).resume()
-    assert point.round == 1 and point.weights[0].tobytes() == models[1][0].tobytes()
+    assert point.round == 1 and point.weights is not None and point.weights[0].tobytes() == models[1][0].tobytes()
     assert len(point.problems) == 1 and point.problems[0].startswith(
         f"checkpoint {tmp_path / CHECKPOINT_DIR / 'round-000002.npz'} is unusable: ")
     # Round 2 runs again: its old line must not stay, or the log would hold round 2 twice.
@@ -98,5 +98,5 @@ def test_a_saved_round_is_checkpointed_and_recorded_and_resumes_with_its_boards(
     assert state.known_boards() == boards
     (tmp_path / METRICS_FILE).unlink()  # lost: the checkpoint holds the record too
     point = state.resume()
-    assert point.round == 1 and point.weights[0].tolist() == [1.0, 1.0]
+    assert point.round == 1 and point.weights is not None and point.weights[0].tolist() == [1.0, 1.0]
     assert state.rounds() == [record]

@@ -268,7 +268,7 @@ def train(msg: Message, context: Context) -> Message:
                             device=backend.device)
     content = RecordDict({
         "arrays": record_from(result.weights, wire_dtype),
-        "metrics": MetricRecord(metrics.to_metrics()),
-        "client": ConfigRecord(client.to_config()),
+        "metrics": MetricRecord({**metrics.to_metrics()}),
+        "client": ConfigRecord({**client.to_config()}),
     })
     return Message(content, reply_to=msg)

@@ -153,13 +153,13 @@ class ResumableFedAvg(FedAvg):
                 continue
             try:
                 client = ClientIdentity.from_config(client_config)
-                metrics = TrainMetrics.from_metrics(reply.content.get("metrics") or {})
+                reported = TrainMetrics.from_metrics(reply.content.get("metrics") or {})
                 reply.content["arrays"] = to_compute_dtype(reply.content["arrays"])
             except (KeyError, ValueError) as exc:  # RecordError is a ValueError
                 self._refuse(stats, node, settings.ERROR_INTERNAL, f"reply not aggregated: {exc}")
                 continue
             stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
-            stats.add_timings(metrics)
+            stats.add_timings(reported)
             accepted.append(reply)
         silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
         for node in silent:
