@@ -11,7 +11,8 @@ Writer and reader of each structure share its class here, so they cannot drift a
   strategy), as Flower's MetricRecord and ConfigRecord of the ``metrics`` and ``client`` keys.
 
 This module is framework-free (the standard library only): the Flower apps and the daemons
-both import it. The apps wrap the plain dicts in Flower's records themselves.
+both import it. The apps wrap the plain dicts in Flower's records themselves. (The model's
+weights travel in Flower's ArrayRecord, packed: edgefld.apps.weights.)
 
 Stored records (``RoundRecord``, ``BoardStatus``) carry a ``"format"`` number. It goes up when a
 key changes meaning or goes away (a new key does not need one); records written before it

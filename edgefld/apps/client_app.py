@@ -24,7 +24,7 @@ from flwr.common.logger import log
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.apps.records import record_from, transport_dtype_of, weights_from
+from edgefld.apps.weights import record_from, transport_dtype_of, weights_from
 from edgefld.records import BoardStatus, ClientIdentity, Refused, Trained, TrainMetrics
 
 app = ClientApp()

@@ -20,8 +20,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
-from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg
+from edgefld.apps.weights import record_from, weights_from
 from edgefld.flower_compat import fast_grid_polls, patient_node_waits
 from edgefld.records import Evaluation, RoundRecord
 from edgefld.run_state import STATE_WRITE_FAILED, RunState, RunStateError, run_identity

@@ -18,9 +18,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from edgefld.apps import settings
-from edgefld.apps.records import to_compute_dtype
+from edgefld.apps.weights import to_compute_dtype
 from edgefld.records import BoardIdentity, ClientIdentity, Failure, RecordError, RoundTraining, TrainMetrics, board_name
-
 
 # The kind of a failure that is not an edgefl refusal (settings.ERROR_NAMES): an error Flower reported
 # (the board's process crashed, the node left), or no answer at all.

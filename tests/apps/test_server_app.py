@@ -10,10 +10,10 @@ import logging
 
 import numpy as np
 
-from edgefld.apps.records import record_from
 from edgefld.apps.server_app import RoundRecorder
 from edgefld.apps.settings import RUN_CONFIG_DEFAULTS
 from edgefld.apps.strategy import TIMEOUT_ERROR, ResumableFedAvg
+from edgefld.apps.weights import record_from
 from edgefld.backends.base import load_backend
 from edgefld.backends.layout import task_layout
 from edgefld.data import load_test

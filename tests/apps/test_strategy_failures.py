@@ -12,8 +12,8 @@ import time
 import numpy as np
 from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from edgefld.apps.records import record_from
 from edgefld.apps.strategy import ResumableFedAvg
+from edgefld.apps.weights import record_from
 from edgefld.records import BoardIdentity, RoundRecord, TrainMetrics
 from edgefld.run_state import RunState
 
