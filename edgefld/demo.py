@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-from edgefld.persist import read_jsonl
 from edgefld.procs import free_loopback_port
+from edgefld.records import RoundRecord
+from edgefld.run_state import METRICS_FILE, read_rounds
 
 DEMO_CONFIG = """\
 # Written by `edgefl demo`: a local federation on 127.0.0.1.
@@ -103,22 +104,34 @@ def run_demo(workdir: str | None, clients: int, rounds: int, epochs: int, out: I
                 process.wait()
         for relay in relays:
             relay.join(5)
-    records, _ = read_jsonl(work / "server" / "metrics.jsonl")
+    metrics = work / "server" / METRICS_FILE
+    records = read_rounds(metrics)
     out.write(f"\nedgefl demo: server exited {code} after {time.monotonic() - started:.1f} s; "
-              f"metrics in {work / 'server' / 'metrics.jsonl'}\n")
+              f"metrics in {metrics}\n")
     for record in records:
-        out.write(f"  round {record['round']}: {record.get('clients_ok')} clients, "
-                  f"train loss {record.get('train_loss', float('nan')):.4f}, "
-                  f"eval accuracy {record.get('eval_accuracy', float('nan')):.4f}, "
-                  f"{record.get('wall_seconds', 0):.1f} s; slowest board: process start-up "
-                  f"{_seconds(record.get('client_startup_seconds_max', 0))}, handler "
-                  f"{_seconds(record.get('client_handler_seconds_max', 0))} (loading the backend "
-                  f"{_seconds(record.get('client_prepare_seconds_max', 0))}), training "
-                  f"{_seconds(record.get('client_train_seconds_max', 0))}\n")
+        out.write(_describe_round(record))
     out.write(f"edgefl demo: config, state and logs are in {work} (kept; remove it when done)\n")
     if code == 0 and len(records) < rounds:
         return 1
     return code
+
+
+def _describe_round(record: RoundRecord) -> str:
+    training, evaluation = record.training, record.evaluation
+    if training is None:  # not a round the ServerApp recorded
+        return f"  round {record.round}: no figures\n"
+    return (f"  round {record.round}: {training.clients_ok} clients, "
+            f"train loss {_or_nan(training.train_loss):.4f}, "
+            f"eval accuracy {_or_nan(evaluation.eval_accuracy if evaluation else None):.4f}, "
+            f"{training.wall_seconds or 0:.1f} s; slowest board: process start-up "
+            f"{_seconds(training.client_startup_seconds_max)}, handler "
+            f"{_seconds(training.client_handler_seconds_max)} (loading the backend "
+            f"{_seconds(training.client_prepare_seconds_max)}), training "
+            f"{_seconds(training.client_train_seconds_max)}\n")
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _seconds(value: float) -> str:

@@ -27,7 +27,12 @@ KEEP_CHECKPOINTS = 3
 _CHECKPOINT_RE = re.compile(r"^round-(\d{6})\.npz$")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step, through a temporary file of a unique name (writers may overlap).
+
+    ``durable``: fsync the file and its directory, so that the new version survives a power cut. A
+    report that is rewritten often and may be lost (a board's status file) skips the cost on slow storage.
+    """
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -37,11 +42,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        if durable:
+            fsync_dir(target.parent)
     except OSError as exc:
         try:
             os.unlink(tmp)

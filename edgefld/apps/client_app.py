@@ -24,7 +24,8 @@ from flwr.common.logger import log
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.apps.records import record_from, transport_dtype_of, weights_from
+from edgefld.apps.weights import record_from, transport_dtype_of, weights_from
+from edgefld.records import BoardStatus, ClientIdentity, Refused, Trained, TrainMetrics
 
 app = ClientApp()
 
@@ -195,25 +196,26 @@ def _server_round(msg: Message) -> int:
     return int(config["server-round"]) if config is not None and "server-round" in config else 0
 
 
-def _write_status(node_status_file: str, record: dict[str, Any]) -> None:
+def _write_status(node_status_file: str, phase: str, server_round: int, outcome: Trained | Refused) -> None:
     """Leave the last result where the client daemon can show it (STATUS, journal)."""
     if not node_status_file:
         return
-    record = dict(record, time=time.time())
-    tmp = f"{node_status_file}.tmp"
+    from edgefld.errors import StateWriteError
+    from edgefld.persist import atomic_write_bytes
+
+    status = BoardStatus(phase=phase, round=server_round, outcome=outcome, time=time.time())
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, node_status_file)
-    except OSError as exc:
-        log(ERROR, "edgefl: cannot write %s: %s", node_status_file, exc)
+        # A temporary file of its own: two ClientApps of this board may overlap (the warm runtime forks them).
+        atomic_write_bytes(node_status_file, json.dumps(status.to_json()).encode(), durable=False)
+    except StateWriteError as exc:
+        log(ERROR, "edgefl: %s", exc)
 
 
 def _refusal(msg: Message, context: Context, exc: RefusedMessage, phase: str) -> Message:
     # A WARNING: refusing is this board doing its job (guards, bad data); the server records it as a failure.
     log(WARNING, "edgefl: %s refused (%s): %s", phase, settings.ERROR_NAMES.get(exc.code, exc.code), exc.reason)
     status_file = str(context.node_config.get("status-file", ""))
-    _write_status(status_file, {"phase": phase, "round": _server_round(msg), "error": exc.reason, "code": exc.code})
+    _write_status(status_file, phase, _server_round(msg), Refused(code=exc.code, reason=exc.reason))
     return Message(Error(code=exc.code, reason=exc.reason), reply_to=msg)
 
 
@@ -252,26 +254,21 @@ def train(msg: Message, context: Context) -> Message:
         return _refusal(msg, context, RefusedMessage(settings.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}"), "train")
     log(INFO, "edgefl: client %d trained round %d: %d samples, loss %.4f, %.2f s",
         node.cid, server_round, result.num_examples, result.loss, result.seconds)
-    _write_status(node.status_file, {"phase": "train", "round": server_round, "loss": result.loss,
-                                     "samples": result.num_examples, "seconds": result.seconds,
-                                     "val_accuracy": validation.accuracy})
+    _write_status(node.status_file, "train", server_round,
+                  Trained(loss=float(result.loss), samples=int(result.num_examples), seconds=float(result.seconds),
+                          val_accuracy=float(validation.accuracy)))
+    metrics = TrainMetrics(
+        train_loss=float(result.loss), train_seconds=float(result.seconds),
+        val_loss=float(validation.loss), val_accuracy=float(validation.accuracy),
+        startup_seconds=float(process_age) if process_age is not None else 0.0,
+        handler_seconds=float(time.time() - handler_started_at), prepare_seconds=float(prepare_seconds),
+        num_examples=int(result.num_examples),
+    )
+    client = ClientIdentity(edgefl_version=__version__, cid=node.cid, board=node.board, backend=backend.name,
+                            device=backend.device)
     content = RecordDict({
         "arrays": record_from(result.weights, wire_dtype),
-        "metrics": MetricRecord({
-            "train_loss": float(result.loss),
-            "train_seconds": float(result.seconds),
-            "val_loss": float(validation.loss),
-            "val_accuracy": float(validation.accuracy),
-            # Where a round's time goes on the board: process start-up (interpreter, imports),
-            # then this handler (data, backend, validation, training).
-            "startup_seconds": float(process_age) if process_age is not None else 0.0,
-            "handler_seconds": float(time.time() - handler_started_at),
-            "prepare_seconds": float(prepare_seconds),
-            "num-examples": int(result.num_examples),
-        }),
-        "client": ConfigRecord({
-            "edgefl-version": __version__, "cid": node.cid, "board": node.board, "backend": backend.name,
-            "device": backend.device,
-        }),
+        "metrics": MetricRecord({**metrics.to_metrics()}),
+        "client": ConfigRecord({**client.to_config()}),
     })
     return Message(content, reply_to=msg)

@@ -2,81 +2,37 @@
 
 With a ``state-dir`` in the run config, the global model is checkpointed after
 every round (atomically) and one JSON line per round is appended to
-``metrics.jsonl``; a resubmitted run continues after the last checkpointed
-round instead of starting again. Without one (simulation) nothing is written.
+``metrics.jsonl`` (edgefld.run_state); a resubmitted run continues after the last
+checkpointed round instead of starting again. Without one (simulation) nothing
+is written.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
-from edgefld.flower_compat import fast_grid_polls, patient_node_waits
-from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg
+from edgefld.apps.weights import record_from, weights_from
+from edgefld.flower_compat import fast_grid_polls, patient_node_waits
+from edgefld.records import Evaluation, RoundRecord
+from edgefld.run_state import STATE_WRITE_FAILED, RunState, RunStateError, run_identity
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgefld.backends.base import Backend, Weights
+    from edgefld.tasks import Task
 
 app = ServerApp()
-
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-
-
-class RunStateError(Exception):
-    """The state directory holds another run's state (a different task or partitioning)."""
-
-
-# The line the daemon looks for in a failed run's log: the state directory cannot be written
-# (disk full, read-only), which no resubmission fixes.
-STATE_WRITE_FAILED = "edgefl: state write failed: "
-
-
-def run_identity(run: dict[str, Any]) -> dict[str, Any]:
-    """What must match for a checkpoint to continue this run."""
-    return {"task": str(run["task"]), "num-partitions": int(run["num-partitions"]),
-            "partition-seed": int(run["partition-seed"])}
-
-
-def resume_point(state_dir: Path, run: dict[str, Any]) -> tuple[int, list | None]:
-    """(last completed round, its weights) from the newest good checkpoint, reconciling metrics.jsonl."""
-    from edgefld.persist import load_latest_checkpoint, reconcile_metrics
-
-    checkpoint, problems = load_latest_checkpoint(state_dir / CHECKPOINT_DIR)
-    for problem in problems:
-        log(WARNING, "edgefl: %s; using the one before", problem)
-    if checkpoint is None:
-        return 0, None
-    identity = run_identity(run)
-    stored = checkpoint.meta.get("identity")
-    if stored != identity:
-        raise RunStateError(
-            f"{state_dir} holds a checkpoint of another run ({stored}), not of {identity}: "
-            "use another state_dir or remove that one"
-        )
-    # The checkpoint is written before the metrics line: a crash between the two leaves the line
-    # missing, and it is restored from the checkpoint, so no round is lost. Lines after the
-    # checkpoint (its successors were unusable) and torn lines are set aside: no round twice.
-    note = reconcile_metrics(state_dir / METRICS_FILE, checkpoint.round, checkpoint.meta.get("record"))
-    if note:
-        log(WARNING, "edgefl: %s", note)
-    return checkpoint.round, checkpoint.weights
-
-
-def known_boards(metrics_path: Path) -> dict[int, dict[str, Any]]:
-    """The boards by node id as the last round recorded them (see evaluate_fn)."""
-    from edgefld.persist import read_jsonl
-
-    records, _ = read_jsonl(metrics_path)
-    boards = records[-1].get("boards") if records else None
-    if not isinstance(boards, dict):
-        return {}
-    return {int(node): board for node, board in boards.items() if node.lstrip("-").isdigit() and isinstance(board, dict)}
 
 
 @app.main()
@@ -91,21 +47,16 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _main(grid: Grid, context: Context) -> None:
-    from edgefld.persist import weights_digest
+    from edgefld.backends.layout import task_layout
     from edgefld.tasks import get_task
 
     run = {**settings.RUN_CONFIG_DEFAULTS, **context.run_config}
     task = get_task(str(run["task"]))
     total_rounds = int(run["num-rounds"])
-    state_dir = Path(str(run["state-dir"])) if run["state-dir"] else None
-    data_dir = str(run["data-dir"])
-    eval_backend = None
-    if run["eval-backend"]:
-        from edgefld.backends.base import load_backend
+    state = RunState(Path(str(run["state-dir"])), run_identity(run)) if run["state-dir"] else None
+    eval_backend = _load_backend(str(run["eval-backend"]))
 
-        eval_backend = load_backend(str(run["eval-backend"]))
-
-    done, weights = resume_point(state_dir, run) if state_dir else (0, None)
+    done, weights = _resume(state)
     if done >= total_rounds:
         log(INFO, "edgefl: all %d rounds are done already", total_rounds)
         return
@@ -113,92 +64,130 @@ def _main(grid: Grid, context: Context) -> None:
         if eval_backend is None:
             raise RunStateError("no eval-backend to create the initial model with")
         weights = eval_backend.initial_weights(task, seed=int(run["partition-seed"]))
-        if state_dir:
-            from edgefld.persist import save_checkpoint
-
-            save_checkpoint(state_dir / CHECKPOINT_DIR, 0, weights,
-                            {"identity": run_identity(run), "record": None})
-    from edgefld.backends.layout import task_layout
-
-    shapes = [spec.shape for spec in task_layout(task)]
+        if state is not None:
+            state.save_round(0, weights, None)
     log(INFO, "edgefl: task %s, rounds %d..%d of %d, weights sent as %s", task.name, done + 1, total_rounds,
         total_rounds, run["transport-dtype"])
-    # Each round's record names the global model it started from and the one it produced, so the
-    # metrics log shows an unbroken chain across restarts and matches the checkpoints' digests.
-    model_digest = [weights_digest(weights)]
 
-    test_set = None
-    if eval_backend is not None and data_dir:
-        from edgefld.data import load_test
-
-        test_set = load_test(task.dataset, data_dir)
-
+    strategy = _strategy(run, done)
+    if state is not None:
+        strategy.boards.update(state.known_boards())
+    recorder = RoundRecorder(task=task, shapes=[spec.shape for spec in task_layout(task)], done=done,
+                             total_rounds=total_rounds, strategy=strategy, state=state, start_model=weights,
+                             eval_backend=eval_backend, test_set=_test_set(eval_backend, task, str(run["data-dir"])))
     if float(run["grid-poll"]) > 0:
         fast_grid_polls(grid, float(run["grid-poll"]))
     patient_node_waits()
-    min_clients = int(run["min-clients"])
-    fraction = float(run["sample-fraction"])
-    strategy = ResumableFedAvg(
-        round_offset=done,
-        server_version=str(run["server-version"]),
-        transport_dtype=str(run["transport-dtype"]),
-        fraction_train=fraction,
-        # The boards evaluate the global model they receive inside the train message (see
-        # client_app.train), so no separate evaluate round trip (and ClientApp start) is needed.
-        fraction_evaluate=0.0,
-        min_train_nodes=min_clients,
-        min_available_nodes=min_clients,
-    )
-    if state_dir:
-        strategy.boards.update(known_boards(state_dir / METRICS_FILE))
-
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round == 0:
-            return None  # the starting model: evaluated when it was checkpointed
-        true_round = server_round + done
-        stats = strategy.stats.get(true_round)
-        produced = weights_from(arrays, shapes)
-        record: dict[str, Any] = {"round": true_round, "task": task.name, "time": time.time(),
-                                  "start_model_sha256": model_digest[0], "model_sha256": weights_digest(produced)}
-        if stats is not None:
-            record.update({
-                "clients_ok": stats.train_ok, "clients_failed": len([f for f in stats.failures if f["phase"] == "train"]),
-                "failures": stats.failures, "train_loss": stats.train_metrics.get("train_loss"),
-                # The boards' validation of the model this round started from (the previous global model).
-                "client_val_loss": stats.train_metrics.get("val_loss"),
-                "client_val_accuracy": stats.train_metrics.get("val_accuracy"),
-                "client_train_seconds_max": round(stats.client_seconds_max, 3),
-                "client_startup_seconds_max": round(stats.client_startup_seconds_max, 3),
-                "client_handler_seconds_max": round(stats.client_handler_seconds_max, 3),
-                "client_prepare_seconds_max": round(stats.client_prepare_seconds_max, 3),
-                "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received,
-                "backends": stats.backends, "wall_seconds": round(time.time() - stats.started, 3),
-                # Every board seen so far by node id: names the failures of later rounds, across restarts.
-                "boards": {str(node): board for node, board in sorted(strategy.boards.items())},
-            })
-        metrics: dict[str, float] = {}
-        if test_set is not None and eval_backend is not None:
-            result = eval_backend.evaluate(task, produced, *test_set)
-            record.update({"eval_loss": result.loss, "eval_accuracy": result.accuracy,
-                           "eval_samples": result.num_examples})
-            metrics = {"eval_loss": result.loss, "eval_accuracy": result.accuracy}
-        if state_dir:
-            from edgefld.persist import append_jsonl, save_checkpoint
-
-            save_checkpoint(state_dir / CHECKPOINT_DIR, true_round, produced,
-                            {"identity": run_identity(run), "record": record})
-            append_jsonl(state_dir / METRICS_FILE, record)
-        model_digest[0] = record["model_sha256"]
-        log(INFO, "edgefl: round %d/%d done: %s clients ok, %s failed, eval accuracy %s",
-            true_round, total_rounds, record.get("clients_ok"), record.get("clients_failed"),
-            f"{record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "n/a")
-        return MetricRecord(metrics) if metrics else None
-
     strategy.start(
         grid=grid,
         initial_arrays=record_from(weights),
         num_rounds=total_rounds - done,
         timeout=float(run["round-timeout"]),
         train_config=ConfigRecord({"local-epochs": int(run["local-epochs"])}),
-        evaluate_fn=evaluate_fn,
+        evaluate_fn=recorder,
+    )
+
+
+class RoundRecorder:
+    """What follows each round: evaluate the new global model, checkpoint it, record the round, log it.
+
+    Flower's strategy calls it as its ``evaluate_fn`` with the model it aggregated. Each round's
+    record names the global model it started from and the one it produced, so the metrics log
+    shows an unbroken chain across restarts and matches the checkpoints' digests.
+    """
+
+    def __init__(self, *, task: Task, shapes: list[tuple[int, ...]], done: int, total_rounds: int,
+                 strategy: ResumableFedAvg, state: RunState | None, start_model: Weights,
+                 eval_backend: Backend | None, test_set: tuple[np.ndarray, np.ndarray] | None) -> None:
+        from edgefld.persist import weights_digest
+
+        self.task = task
+        self.shapes = shapes
+        self.done = done  # rounds completed before this run: Flower counts this run's rounds from 1
+        self.total_rounds = total_rounds
+        self.strategy = strategy
+        self.state = state
+        self.eval_backend = eval_backend
+        self.test_set = test_set
+        self.model_digest = weights_digest(start_model)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None  # the starting model: evaluated when it was checkpointed
+        from edgefld.persist import weights_digest
+
+        true_round = server_round + self.done
+        weights = weights_from(arrays, self.shapes)
+        digest = weights_digest(weights)
+        record = self.record(true_round, digest)  # before evaluating: the round's wall time excludes it
+        evaluation = self.evaluate(weights)
+        record = replace(record, evaluation=evaluation)
+        if self.state is not None:
+            self.state.save_round(true_round, weights, record)  # the checkpoint, then the metrics line
+        self.model_digest = digest
+        self.log(record)
+        if evaluation is None:
+            return None
+        return MetricRecord({"eval_loss": evaluation.eval_loss, "eval_accuracy": evaluation.eval_accuracy})
+
+    def record(self, true_round: int, model_digest: str) -> RoundRecord:
+        stats = self.strategy.stats.get(true_round)
+        return RoundRecord(round=true_round, task=self.task.name, time=time.time(),
+                           start_model_sha256=self.model_digest, model_sha256=model_digest,
+                           training=None if stats is None else stats.training(self.strategy.boards))
+
+    def evaluate(self, weights: Weights) -> Evaluation | None:
+        if self.eval_backend is None or self.test_set is None:
+            return None
+        result = self.eval_backend.evaluate(self.task, weights, *self.test_set)
+        return Evaluation(eval_loss=result.loss, eval_accuracy=result.accuracy, eval_samples=result.num_examples)
+
+    def log(self, record: RoundRecord) -> None:
+        training, evaluation = record.training, record.evaluation
+        log(INFO, "edgefl: round %d/%d done: %s clients ok, %s failed, eval accuracy %s",
+            record.round, self.total_rounds, training.clients_ok if training else None,
+            training.clients_failed if training else None,
+            f"{evaluation.eval_accuracy:.4f}" if evaluation is not None else "n/a")
+
+
+def _resume(state: RunState | None) -> tuple[int, Weights | None]:
+    """(last completed round, its global model) from the state directory; (0, None) without one."""
+    if state is None:
+        return 0, None
+    point = state.resume()
+    for problem in point.problems:
+        log(WARNING, "edgefl: %s; using the one before", problem)
+    if point.repair:
+        log(WARNING, "edgefl: %s", point.repair)
+    return point.round, point.weights
+
+
+def _load_backend(name: str) -> Backend | None:
+    if not name:
+        return None
+    from edgefld.backends.base import load_backend
+
+    return load_backend(name)
+
+
+def _test_set(eval_backend: Backend | None, task: Task, data_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if eval_backend is None or not data_dir:
+        return None
+    from edgefld.data import load_test
+
+    return load_test(task.dataset, data_dir)
+
+
+def _strategy(run: dict[str, Any], done: int) -> ResumableFedAvg:
+    min_clients = int(run["min-clients"])
+    return ResumableFedAvg(
+        round_offset=done,
+        server_version=str(run["server-version"]),
+        transport_dtype=str(run["transport-dtype"]),
+        fraction_train=float(run["sample-fraction"]),
+        # The boards evaluate the global model they receive inside the train message (see
+        # client_app.train), so no separate evaluate round trip (and ClientApp start) is needed.
+        fraction_evaluate=0.0,
+        min_train_nodes=min_clients,
+        min_available_nodes=min_clients,
     )

@@ -24,7 +24,7 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "min-clients": 2,
     "round-timeout": 600.0,  # seconds a round waits for replies
     "grid-poll": 0.1,  # seconds between the ServerApp's reply polls (Flower's own is 3 s); loopback, in a round only
-    "transport-dtype": "float32",  # float32 | float16: how the weights travel (edgefld.apps.records)
+    "transport-dtype": "float32",  # float32 | float16: how the weights travel (edgefld.apps.weights)
     "state-dir": "",  # where checkpoints and metrics.jsonl go; "" = no persistence (simulation)
     "data-dir": "",  # the server's datasets, for centralised evaluation
     "eval-backend": "",  # backend for centralised evaluation; "" = none

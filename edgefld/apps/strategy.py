@@ -18,7 +18,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from edgefld.apps import settings
-from edgefld.apps.records import to_compute_dtype
+from edgefld.apps.weights import to_compute_dtype
+from edgefld.records import BoardIdentity, ClientIdentity, Failure, RecordError, RoundTraining, TrainMetrics, board_name
+
+# The kind of a failure that is not an edgefl refusal (settings.ERROR_NAMES): an error Flower reported
+# (the board's process crashed, the node left), or no answer at all.
+FLOWER_ERROR = "flower"
+TIMEOUT_ERROR = "timeout"
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -32,8 +38,8 @@ class RoundStats:
     started: float = field(default_factory=time.time)
     train_sent: int = 0
     train_ok: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    train_metrics: dict[str, float] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)  # FedAvg's weighted means of TrainMetrics
     client_seconds_max: float = 0.0
     client_startup_seconds_max: float = 0.0
     client_handler_seconds_max: float = 0.0
@@ -42,6 +48,29 @@ class RoundStats:
     bytes_received: int = 0
     backends: dict[str, int] = field(default_factory=dict)
     sent: list[Message] = field(default_factory=list)  # the train instructions; the grid gives them ids
+
+    def add_timings(self, metrics: TrainMetrics) -> None:
+        """The slowest board's figures: what a round waits for."""
+        self.client_seconds_max = max(self.client_seconds_max, metrics.train_seconds)
+        self.client_startup_seconds_max = max(self.client_startup_seconds_max, metrics.startup_seconds)
+        self.client_handler_seconds_max = max(self.client_handler_seconds_max, metrics.handler_seconds)
+        self.client_prepare_seconds_max = max(self.client_prepare_seconds_max, metrics.prepare_seconds)
+
+    def training(self, boards: dict[int, BoardIdentity]) -> RoundTraining:
+        """The round as its record keeps it; ``boards``: every board seen so far, to name later failures."""
+        return RoundTraining(
+            clients_ok=self.train_ok, clients_failed=len([f for f in self.failures if f.phase == "train"]),
+            failures=tuple(self.failures), train_loss=self.train_metrics.get("train_loss"),
+            # The boards' validation of the model this round started from (the previous global model).
+            client_val_loss=self.train_metrics.get("val_loss"),
+            client_val_accuracy=self.train_metrics.get("val_accuracy"),
+            client_train_seconds_max=round(self.client_seconds_max, 3),
+            client_startup_seconds_max=round(self.client_startup_seconds_max, 3),
+            client_handler_seconds_max=round(self.client_handler_seconds_max, 3),
+            client_prepare_seconds_max=round(self.client_prepare_seconds_max, 3),
+            bytes_sent=self.bytes_sent, bytes_received=self.bytes_received, backends=dict(self.backends),
+            wall_seconds=round(time.time() - self.started, 3), boards=dict(boards),
+        )
 
 
 class ResumableFedAvg(FedAvg):
@@ -54,19 +83,19 @@ class ResumableFedAvg(FedAvg):
         self.transport_dtype = transport_dtype
         self.server_version = server_version
         self.stats: dict[int, RoundStats] = {}
-        # node id -> {"cid", "board"}, from the boards' replies (and the metrics log, across restarts):
-        # a failure names the board even when the board itself said nothing (it vanished mid-round).
-        self.boards: dict[int, dict[str, Any]] = {}
+        # From the boards' replies (and the metrics log, across restarts): a failure names the board
+        # even when the board itself said nothing (it vanished mid-round).
+        self.boards: dict[int, BoardIdentity] = {}
 
-    def failure(self, node: int | None, phase: str, code: int | None, reason: str,
-                **details: Any) -> dict[str, Any]:
-        board = self.boards.get(node, {}) if node is not None else {}
-        return {"node": node, "cid": board.get("cid"), "board": board.get("board"), "phase": phase, "code": code,
-                "reason": reason, **details}
+    def failure(self, node: int | None, code: int | None, error: str, reason: str) -> Failure:
+        """A failure of the train phase, naming the board as far as it is known."""
+        board = self.boards.get(node) if node is not None else None
+        return Failure(node=node, cid=board.cid if board else None, board=board.board if board else None,
+                       phase="train", code=code, error=error, reason=reason)
 
     def describe_node(self, node: int | None) -> str:
-        board = self.boards.get(node, {}) if node is not None else {}
-        return f"node {node} (cid {board.get('cid', '?')}, board {board.get('board') or 'unknown'})"
+        board = self.boards.get(node) if node is not None else None
+        return board_name(node, board.cid if board else None, board.board if board else None)
 
     def wire_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global model as it travels: cast to the transport dtype (it stays float32 here)."""
@@ -104,49 +133,41 @@ class ResumableFedAvg(FedAvg):
             if reply.has_error():
                 # A board's refusal (edgefl codes 4001-4099: no data, cannot afford the round, ...) is
                 # part of the round's record, named, not a crash: the round goes on with the others.
-                kind = settings.ERROR_NAMES.get(reply.error.code, "flower")
+                kind = settings.ERROR_NAMES.get(reply.error.code, FLOWER_ERROR)
                 reason = (reply.error.reason or "")[:300]
                 log(WARNING, "edgefl: %s failed round %d (%s): %s", self.describe_node(node), true_round, kind,
                     reason)
-                stats.failures.append(self.failure(node, "train", reply.error.code, reason, error=kind))
+                stats.failures.append(self.failure(node, reply.error.code, kind, reason))
                 continue
             stats.bytes_received += payload_bytes(reply.content)
-            client = reply.content.get("client")
-            if client is not None and "cid" in client:
-                self.boards[node] = {"cid": int(client["cid"]),
-                                     "board": str(client["board"]) if "board" in client else None}
-            version = str(client["edgefl-version"]) if client is not None and "edgefl-version" in client else "unknown"
+            client_config = reply.content.get("client")
+            try:
+                self.boards[node] = ClientIdentity.from_config(client_config).board_identity()
+            except RecordError:
+                pass  # recorded below, unless the reply's version already rules it out
+            version = ClientIdentity.version_in(client_config)
             if not settings.compatible_versions(self.server_version, version):
                 reason = f"client runs edgefl {version}, the server {self.server_version}: reply not aggregated"
-                log(WARNING, "edgefl: %s: %s", self.describe_node(node), reason)
-                stats.failures.append(self.failure(node, "train", settings.ERROR_INCOMPATIBLE, reason))
+                self._refuse(stats, node, settings.ERROR_INCOMPATIBLE, reason)
                 continue
-            backend = str(client["backend"]) if "backend" in client else "unknown"
-            stats.backends[backend] = stats.backends.get(backend, 0) + 1
-            metrics = reply.content.get("metrics")
-            if metrics is not None:
-                for key, attribute in (("train_seconds", "client_seconds_max"),
-                                       ("startup_seconds", "client_startup_seconds_max"),
-                                       ("handler_seconds", "client_handler_seconds_max"),
-                                       ("prepare_seconds", "client_prepare_seconds_max")):
-                    if key in metrics:
-                        setattr(stats, attribute, max(getattr(stats, attribute), float(metrics[key])))
             try:
+                client = ClientIdentity.from_config(client_config)
+                reported = TrainMetrics.from_metrics(reply.content.get("metrics") or {})
                 reply.content["arrays"] = to_compute_dtype(reply.content["arrays"])
-            except (KeyError, ValueError) as exc:
-                reason = f"reply not aggregated: {exc}"
-                log(WARNING, "edgefl: %s: %s", self.describe_node(node), reason)
-                stats.failures.append(self.failure(node, "train", settings.ERROR_INTERNAL, reason))
+            except (KeyError, ValueError) as exc:  # RecordError is a ValueError
+                self._refuse(stats, node, settings.ERROR_INTERNAL, f"reply not aggregated: {exc}")
                 continue
+            stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
+            stats.add_timings(reported)
             accepted.append(reply)
         silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
         for node in silent:
             reason = "did not answer within the round timeout"
             log(WARNING, "edgefl: %s %s of round %d", self.describe_node(node), reason, true_round)
-            stats.failures.append(self.failure(node, "train", None, reason))
+            stats.failures.append(self.failure(node, None, TIMEOUT_ERROR, reason))
         missing = stats.train_sent - len(replies) - len(silent)
         if missing > 0:  # instructions the grid never gave an id (not sent): no board to name
-            stats.failures.append(self.failure(None, "train", None,
+            stats.failures.append(self.failure(None, None, TIMEOUT_ERROR,
                                                f"{missing} client(s) did not answer within the round timeout"))
         stats.train_ok = len(accepted)
         if not accepted:
@@ -154,3 +175,8 @@ class ResumableFedAvg(FedAvg):
         arrays, metrics = super().aggregate_train(true_round, accepted)
         stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
         return arrays, metrics
+
+    def _refuse(self, stats: RoundStats, node: int, code: int, reason: str) -> None:
+        """A reply that is not aggregated: logged and recorded, named."""
+        log(WARNING, "edgefl: %s: %s", self.describe_node(node), reason)
+        stats.failures.append(self.failure(node, code, settings.ERROR_NAMES[code], reason))

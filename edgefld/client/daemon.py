@@ -46,6 +46,7 @@ from edgefld.logs import get_logger, setup_logging
 from edgefld.pki import PkiError, node_key_fingerprint
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.profile import Profile, choose_profile
+from edgefld.records import BoardStatus, Refused
 from edgefld.systemd import Notifier
 from edgefld.tls import check_client_files, client_tls, probe_server
 
@@ -286,11 +287,12 @@ class ClientDaemon:
             return
         self._status_mtime = mtime
         try:
-            record = json.loads(self.status_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            status = BoardStatus.from_json(json.loads(self.status_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:  # RecordError is a ValueError
+            log.debug("%s: not reported: %s", self.status_file, exc)
             return
-        line = _describe(record)
-        (log.warning if "error" in record else log.info)("%s", line)
+        line = _describe(status)
+        (log.warning if isinstance(status.outcome, Refused) else log.info)("%s", line)
         self.notifier.set_status(line)
 
     def _wait(self, seconds: float) -> None:
@@ -304,16 +306,13 @@ class ClientDaemon:
         self.stopping.set()
 
 
-def _describe(record: dict[str, Any]) -> str:
-    where = f"round {record.get('round', '?')} {record.get('phase', '')}".strip()
-    if "error" in record:
-        return f"{where} refused: {record['error']}"
-    if record.get("phase") == "train":
-        return (f"{where}: {record.get('samples')} samples, loss {record.get('loss', float('nan')):.4f}, "
-                f"{record.get('seconds', 0.0):.1f} s; global model's validation accuracy "
-                f"{record.get('val_accuracy', float('nan')):.4f}")
-    return (f"{where}: validation accuracy {record.get('val_accuracy', float('nan')):.4f} "
-            f"on {record.get('samples')} samples")
+def _describe(status: BoardStatus) -> str:
+    where = f"round {status.round} {status.phase}"
+    outcome = status.outcome
+    if isinstance(outcome, Refused):
+        return f"{where} refused: {outcome.reason}"
+    return (f"{where}: {outcome.samples} samples, loss {outcome.loss:.4f}, {outcome.seconds:.1f} s; "
+            f"global model's validation accuracy {outcome.val_accuracy:.4f}")
 
 
 def run_client(config: Config, sysroot: str = "/") -> int:

@@ -66,3 +66,28 @@ def test_cid_out_of_range_is_refused(tmp_path):
                                                  ("1.0.0", "0.1.0", False), ("0.1", "0.1.0", True)])
 def test_compatible_versions(server, client, ok):
     assert settings.compatible_versions(server, client) is ok
+
+
+def test_the_status_file_goes_through_a_temporary_file_of_its_own(tmp_path):
+    import json
+    import threading
+
+    from edgefld.records import BoardStatus, Refused, Trained
+
+    status_file = tmp_path / "last-round.json"
+    (tmp_path / "last-round.json.tmp").mkdir()  # a fixed temporary name, taken: two writers would clash on it
+    client_app._write_status(str(status_file), "train", 4, Refused(4006, "hot"))
+    assert BoardStatus.from_json(json.loads(status_file.read_text())).outcome == Refused(4006, "hot")
+
+    # Two ClientApps of one board that overlap (the warm runtime forks them) both write it.
+    def write(round_: int) -> None:
+        for _ in range(50):
+            client_app._write_status(str(status_file), "train", round_, Trained(0.5, 30, 1.0, 0.75))
+
+    writers = [threading.Thread(target=write, args=(round_,)) for round_ in (5, 6)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert BoardStatus.from_json(json.loads(status_file.read_text())).round in (5, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-round.json", "last-round.json.tmp"]

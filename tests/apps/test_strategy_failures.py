@@ -12,10 +12,10 @@ import time
 import numpy as np
 from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from edgefld.apps.records import record_from
-from edgefld.apps.server_app import known_boards
 from edgefld.apps.strategy import ResumableFedAvg
-from edgefld.persist import append_jsonl
+from edgefld.apps.weights import record_from
+from edgefld.records import BoardIdentity, RoundRecord, TrainMetrics
+from edgefld.run_state import RunState
 
 SUPERLINK_NODE = 1
 SERVER_NODE = 0
@@ -36,10 +36,12 @@ def _instructions(strategy: ResumableFedAvg, round_: int, nodes: list[int]) -> l
     return messages
 
 
-def _trained(instruction: Message, cid: int, board: str) -> Message:
+def _trained(instruction: Message, cid: int, board: str, version: str = "0", without: str = "") -> Message:
+    metrics = TrainMetrics(train_loss=0.5, train_seconds=1.0, val_loss=0.5, val_accuracy=0.5, startup_seconds=0.1,
+                           handler_seconds=1.5, prepare_seconds=0.2, num_examples=10).to_metrics()
     reply = Message(RecordDict({"arrays": record_from([np.ones(3, dtype=np.float32)]),
-                                "metrics": MetricRecord({"num-examples": 10, "train_loss": 0.5}),
-                                "client": ConfigRecord({"edgefl-version": "0", "cid": cid, "board": board,
+                                "metrics": MetricRecord({k: v for k, v in metrics.items() if k != without}),
+                                "client": ConfigRecord({"edgefl-version": version, "cid": cid, "board": board,
                                                         "backend": "torch"})}),
                     metadata=_reply_metadata(instruction))
     return reply
@@ -65,16 +67,37 @@ def test_failures_name_the_board_also_when_the_superlink_reports_it(tmp_path):
     # As the SuperLink sends it for a board without heartbeats: from itself.
     unavailable = Message(Error(5, "Error: Node Unavailable"), metadata=_reply_metadata(second[1], SUPERLINK_NODE))
     strategy.aggregate_train(2, [refused, unavailable])  # node 13: nothing at all
-    failures = {f["node"]: f for f in strategy.stats[2].failures}
+    failures = {f.node: f for f in strategy.stats[2].failures}
     assert set(failures) == {11, 12, 13}, failures  # never the SuperLink's id
-    assert (failures[11]["cid"], failures[11]["board"], failures[11]["code"]) == (0, "Raspberry Pi 4 Model B Rev 1.4",
-                                                                                  4006)
-    assert (failures[12]["cid"], failures[12]["board"]) == (1, "NVIDIA Jetson Orin Nano")
-    assert "Node Unavailable" in failures[12]["reason"]
-    assert (failures[13]["cid"], failures[13]["board"]) == (2, "Raspberry Pi 5")
-    assert "did not answer" in failures[13]["reason"]
+    assert (failures[11].cid, failures[11].board, failures[11].code) == (0, "Raspberry Pi 4 Model B Rev 1.4", 4006)
+    assert (failures[12].cid, failures[12].board) == (1, "NVIDIA Jetson Orin Nano")
+    assert "Node Unavailable" in failures[12].reason
+    assert (failures[13].cid, failures[13].board) == (2, "Raspberry Pi 5")
+    assert "did not answer" in failures[13].reason
+    # One shape whatever the branch: each names its kind.
+    assert [failures[node].error for node in (11, 12, 13)] == ["resources", "flower", "timeout"]
     assert "node 12 (cid 1, board NVIDIA Jetson Orin Nano)" == strategy.describe_node(12)
 
     # A restarted ServerApp knows them from the metrics log.
-    append_jsonl(tmp_path / "metrics.jsonl", {"round": 1, "boards": {str(k): v for k, v in strategy.boards.items()}})
-    assert known_boards(tmp_path / "metrics.jsonl") == strategy.boards
+    state = RunState(tmp_path, {"task": "digits"})
+    state.save_round(2, [np.ones(3, dtype=np.float32)],
+                     RoundRecord(round=2, training=strategy.stats[2].training(strategy.boards)))
+    assert state.known_boards() == strategy.boards == {11: BoardIdentity(0, "Raspberry Pi 4 Model B Rev 1.4"),
+                                                       12: BoardIdentity(1, "NVIDIA Jetson Orin Nano"),
+                                                       13: BoardIdentity(2, "Raspberry Pi 5")}
+
+
+def test_replies_that_are_not_aggregated_are_failures_of_the_same_shape():
+    strategy = ResumableFedAvg(server_version="0", min_train_nodes=1, min_available_nodes=1)
+    sent = _instructions(strategy, 1, [21, 22, 23])
+    other_series = _trained(sent[0], 0, "Raspberry Pi 5", version="9.9.0")
+    no_metrics = _trained(sent[1], 1, "Raspberry Pi 4 Model B Rev 1.4", without="train_seconds")
+    strategy.aggregate_train(1, [other_series, no_metrics, _trained(sent[2], 2, "Raspberry Pi 3 Model B")])
+    stats = strategy.stats[1]
+    assert stats.train_ok == 1 and stats.backends == {"torch": 1}
+    failures = {f.node: f for f in stats.failures}
+    assert (failures[21].code, failures[21].error, failures[21].cid) == (4005, "incompatible-version", 0)
+    assert failures[21].reason == "client runs edgefl 9.9.0, the server 0: reply not aggregated"
+    assert (failures[22].code, failures[22].error, failures[22].cid) == (4099, "internal", 1)
+    assert failures[22].reason == 'reply not aggregated: metrics: "train_seconds" must be a number, got nothing'
+    assert stats.client_seconds_max == 1.0 and stats.client_handler_seconds_max == 1.5  # the aggregated reply's

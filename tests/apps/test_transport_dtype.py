@@ -16,8 +16,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from edgefld.apps import client_app, settings
-from edgefld.apps.records import record_from, weights_from
 from edgefld.apps.strategy import ResumableFedAvg, payload_bytes
+from edgefld.apps.weights import record_from, weights_from
 from edgefld.backends.layout import task_layout
 from edgefld.tasks import get_task
 from tests.data.real_format_files import Expected, write_mnist

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from edgefld.apps.server_app import run_identity
 from edgefld.apps.settings import RUN_CONFIG_DEFAULTS
 from edgefld.persist import append_jsonl, save_checkpoint, weights_digest
+from edgefld.run_state import run_identity
 from tests.faults.conftest import say
 from tests.faults.helpers import assert_model_chain, checkpoint_of, checkpoints_dir, rounds
 from tests.service.test_persist import _corrupt as corrupt_checkpoint

@@ -51,7 +51,7 @@ def test_notify_watchdog_and_restart_policy(name):
     unit = parse(name)
     assert one(unit, "Type") == "notify"
     assert one(unit, "NotifyAccess") == "main"
-    # The daemons ping every 0.5 s (edgefld/{client,server}/daemon.py POLL_S) at most every
+    # The daemons ping every 0.5 s (edgefld/client/daemon.py and edgefld/server/run_driver.py POLL_S) at most every
     # WatchdogSec/2 (edgefld/systemd.py): leave a wide margin for a slow board.
     assert seconds(one(unit, "WatchdogSec")) >= 10
     assert seconds(one(unit, "TimeoutStopSec")) == 15

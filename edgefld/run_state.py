@@ -1,0 +1,127 @@
+"""A training run's state directory: its checkpoints and metrics.jsonl, and where the run resumes.
+
+One home for resuming a run. The server daemon asks how many rounds are done (before it submits
+a run and after each one); the ServerApp asks for the global model to continue from. Both get
+the same checks (the checkpoint is of this run, or RunStateError) and the same repair of the
+metrics log. Framework-free: the Flower apps and the daemons both use it.
+
+    <state dir>/checkpoints/round-NNNNNN.npz   the global model after round N (0: the initial one),
+                                               with this run's identity and round N's record
+    <state dir>/metrics.jsonl                  one edgefld.records.RoundRecord per round
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgefld.errors import EdgeflError
+from edgefld.persist import (
+    Checkpoint,
+    append_jsonl,
+    load_latest_checkpoint,
+    read_jsonl,
+    reconcile_metrics,
+    save_checkpoint,
+)
+from edgefld.records import BoardIdentity, RecordError, RoundRecord
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+# The line the server daemon looks for in a failed run's log: the state directory cannot be written
+# (disk full, read-only), which no resubmission fixes. The ServerApp logs it, the daemon reads it.
+STATE_WRITE_FAILED = "edgefl: state write failed: "
+
+
+class RunStateError(EdgeflError):
+    """The state directory holds another run's state (a different task or partitioning)."""
+
+
+def run_identity(run: Mapping[str, object]) -> dict[str, object]:
+    """What must match for a checkpoint to continue this run (from the run config's keys)."""
+    return {"task": str(run["task"]), "num-partitions": _int(run["num-partitions"]),
+            "partition-seed": _int(run["partition-seed"])}
+
+
+def _int(value: object) -> int:
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run continues, and what was found on the way (each a line for the log)."""
+
+    round: int  # the last completed round; 0: none (or only the initial model)
+    weights: list[np.ndarray] | None  # the global model after it; None: no checkpoint, a new model
+    problems: list[str] = field(default_factory=list)  # checkpoints passed over: "<what>; using the one before"
+    repair: str | None = None  # what reconciling metrics.jsonl changed, if anything
+
+
+class RunState:
+    """The state directory of one run, as identified by ``identity`` (run_identity)."""
+
+    def __init__(self, directory: Path, identity: Mapping[str, object]) -> None:
+        self.directory = directory
+        self.identity = dict(identity)
+        self.checkpoints = directory / CHECKPOINT_DIR
+        self.metrics = directory / METRICS_FILE
+
+    def latest_checkpoint(self) -> tuple[Checkpoint | None, list[str]]:
+        """The newest checkpoint that verifies, and a note for each newer one that did not.
+
+        RunStateError if it is another run's: continuing it would mix two runs' rounds."""
+        checkpoint, problems = load_latest_checkpoint(self.checkpoints)
+        if checkpoint is not None and checkpoint.meta.get("identity") != self.identity:
+            raise RunStateError(
+                f"{self.directory} holds the state of another run ({checkpoint.meta.get('identity')}); "
+                f"this config asks for {self.identity}: set another [server] state_dir or remove that one")
+        return checkpoint, problems
+
+    def completed_rounds(self) -> tuple[int, list[str]]:
+        checkpoint, problems = self.latest_checkpoint()
+        return (0 if checkpoint is None else checkpoint.round), problems
+
+    def resume(self) -> ResumePoint:
+        """The newest good checkpoint, with metrics.jsonl made to agree with it.
+
+        The checkpoint is written before the metrics line: a crash between the two leaves the line
+        missing, and it is restored from the checkpoint, so no round is lost. Lines after the
+        checkpoint (its successors were unusable) and torn lines are set aside: no round twice."""
+        checkpoint, problems = self.latest_checkpoint()
+        last_round = 0 if checkpoint is None else checkpoint.round
+        restored = checkpoint.meta.get("record") if checkpoint is not None else None
+        repair = reconcile_metrics(self.metrics, last_round, restored if isinstance(restored, dict) else None)
+        return ResumePoint(last_round, None if checkpoint is None else checkpoint.weights, problems, repair)
+
+    def save_round(self, round_: int, weights: Sequence[np.ndarray], record: RoundRecord | None) -> None:
+        """Checkpoint the global model after ``round_``, then append its record (None: the initial model)."""
+        stored = record.to_json() if record is not None else None
+        save_checkpoint(self.checkpoints, round_, list(weights), {"identity": self.identity, "record": stored})
+        if stored is not None:
+            append_jsonl(self.metrics, stored)
+
+    def rounds(self) -> list[RoundRecord]:
+        return read_rounds(self.metrics)
+
+    def known_boards(self) -> dict[int, BoardIdentity]:
+        """The boards by node id as the last round recorded them: a restarted ServerApp names failures with them."""
+        rounds = self.rounds()
+        return dict(rounds[-1].training.boards) if rounds and rounds[-1].training is not None else {}
+
+
+def read_rounds(path: Path) -> list[RoundRecord]:
+    """The round records of a metrics log; lines that are not one (torn, foreign, newer) are left out."""
+    records, _ = read_jsonl(path)
+    rounds: list[RoundRecord] = []
+    for data in records:
+        try:
+            rounds.append(RoundRecord.from_json(data))
+        except RecordError:
+            continue
+    return rounds
