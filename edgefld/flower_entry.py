@@ -27,7 +27,6 @@ from importlib.metadata import entry_points
 from edgefld.flower_compat import bound_object_pulls
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
 
-
 SUPERLINK = "flower-superlink"
 # (path prefix, Flower API error code) of refusals that are expected: see above.
 EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"),)

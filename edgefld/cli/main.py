@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from edgefld import __version__
 from edgefld.cli import check_config, client, data, demo, detect, exit_codes, pki, server

@@ -8,8 +8,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edgefld.errors import EdgeflError
 from edgefld.logs import get_logger

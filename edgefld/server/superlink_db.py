@@ -48,9 +48,8 @@ class DatabaseState:
 
 def _flower_heads() -> frozenset[str]:
     from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
-
     from flwr.supercore.state.alembic.utils import build_alembic_config
+    from sqlalchemy import create_engine
 
     engine = create_engine("sqlite://")
     try:
@@ -67,9 +66,8 @@ def _flower_tables() -> frozenset[str]:
 
 def _migrate(path: Path) -> None:
     """Bring the database at ``path`` to Flower's newest revision, as the SuperLink would at start."""
-    from sqlalchemy import create_engine
-
     from flwr.supercore.state.alembic.utils import run_migrations
+    from sqlalchemy import create_engine
 
     quiet = logging.getLogger("alembic")
     level = quiet.level

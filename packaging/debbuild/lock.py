@@ -16,8 +16,15 @@ from pathlib import Path
 
 from debbuild.base import PACKAGING, PIP, REPO, BuildError, Paths, log, normalize_name, parse_metadata, run
 from debbuild.product import load_backends
-from debbuild.target import PYTHON_VERSION, TARGET_GLIBC, Arch, pip_target_args, platform_tags, \
-    tag_compatible, target_environment
+from debbuild.target import (
+    PYTHON_VERSION,
+    TARGET_GLIBC,
+    Arch,
+    pip_target_args,
+    platform_tags,
+    tag_compatible,
+    target_environment,
+)
 from debbuild.wheels import build_edgefl_wheel, fetch_backend_roots, fetch_sdist_wheel
 
 LOCK_FORMAT = 1

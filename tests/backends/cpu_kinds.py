@@ -44,6 +44,7 @@ from tests.system.nspawn import MIRROR, SUITE, cache_dir
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "packaging"))
 from debbuild import target  # noqa: E402 - packaging/ holds the build scripts and their package
+
 STEPS_SCRIPT = REPO / "tests/backends/litert_steps.py"
 HOST_PACKAGES = {"qemu-x86_64-static": "qemu-user-static", "qemu-aarch64-static": "qemu-user-static",
                  "debootstrap": "debootstrap", "dpkg-deb": "dpkg", "unshare": "util-linux"}

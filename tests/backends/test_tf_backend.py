@@ -14,7 +14,6 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from edgefld.backends.base import load_backend  # noqa: E402
 from edgefld.backends.layout import task_layout  # noqa: E402
 from edgefld.backends.tf_backend import TFBackend, create_backend  # noqa: E402
 from edgefld.backends.tf_models import build_model, make_divisible  # noqa: E402

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 VALID_CLIENT = b'[client]\ncid = 3\nserver = "10.0.0.5:9092"\n'

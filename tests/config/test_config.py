@@ -13,7 +13,6 @@ from edgefld.config import load_config, resolve_config_path
 from edgefld.config.schema import KEYS, parse_host_port
 from edgefld.config.template import default_config_text
 from edgefld.errors import ConfigError
-
 from tests.conftest import REPO
 
 

@@ -135,7 +135,7 @@ class HostileServer:
                     try:
                         if conn.recv(65536) == b"":
                             raise ConnectionResetError
-                    except socket.timeout:
+                    except TimeoutError:
                         continue
             except (BrokenPipeError, ConnectionResetError):
                 with self._lock:

@@ -24,8 +24,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
