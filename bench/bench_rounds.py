@@ -414,7 +414,8 @@ def lifecycle_phase(root: Path, result: CaseResult, args: argparse.Namespace, cl
             client = fed.start_client(cid, "--backend", result.backend, env=sockets[f"client-{cid}"].env())
             clients.append(client)
             notify = sockets[f"client-{cid}"]
-            wait_until(f"client {cid}'s READY", lambda: notify.ready_at is not None or not client.alive(), 120,
+            wait_until(f"client {cid}'s READY",
+                       lambda notify=notify, client=client: notify.ready_at is not None or not client.alive(), 120,
                        lambda: daemon_logs(fed))
             if notify.ready_at is None:
                 raise BenchError(f"client {cid} exited with status {client.process.returncode}\n{daemon_logs(fed)}")
@@ -604,8 +605,8 @@ def plain_flower(args: argparse.Namespace, tmp: Path) -> CaseResult:
                 "--node-config", f"partition-id={cid} num-partitions=2"]))
         for cid in (0, 1):
             log_path = root / f"supernode-{cid}.log"
-            wait_until(f"SuperNode {cid} to register", lambda: "SuperNode ID:" in log_path.read_text(errors="replace"),
-                       60, logs)
+            wait_until(f"SuperNode {cid} to register",
+                       lambda log_path=log_path: "SuperNode ID:" in log_path.read_text(errors="replace"), 60, logs)
             result.ready_s.append(time.monotonic() - started[cid])  # to the line seen (polled every 20 ms)
         sampler = Sampler({f"supernode-{cid}": (n.pid, "supernode") for cid, n in enumerate(nodes)},
                           args.sample_ms / 1000)

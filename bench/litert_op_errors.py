@@ -38,10 +38,10 @@ def _run(model: bytes, args, xnnpack: bool) -> np.ndarray:
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(model_content=model, experimental_op_resolver_type=resolver, num_threads=1)
     inputs = interpreter.get_input_details()
-    for detail, array in zip(inputs, args):
+    for detail, array in zip(inputs, args, strict=True):
         interpreter.resize_tensor_input(detail["index"], array.shape)
     interpreter.allocate_tensors()
-    for detail, array in zip(inputs, args):
+    for detail, array in zip(inputs, args, strict=True):
         interpreter.set_tensor(detail["index"], array)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

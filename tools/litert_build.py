@@ -331,7 +331,7 @@ class Sequential(Layer):
 
     def backward(self, dy, caches, grads):
         d = dy
-        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+        for layer, cache in zip(reversed(self.layers), reversed(caches), strict=True):
             d = layer.backward(d, cache, grads)
         return d + dy if self.residual else d
 
@@ -433,7 +433,7 @@ class TrainingModel(tf.Module):
         self.weights = [tf.Variable(tf.zeros(spec.shape, tf.float32), name=weight_key(i))
                         for i, spec in enumerate(self.specs)]
         self._by_name = {}
-        for spec, variable in zip(self.specs, self.weights):
+        for spec, variable in zip(self.specs, self.weights, strict=True):
             variable.name_ = spec.name  # canonical name, for gradient bookkeeping
             self._by_name[spec.name] = variable
         self.trainable = [v for v in self.weights if not v.name_.endswith(BUFFER_SUFFIXES)]
@@ -462,7 +462,7 @@ class TrainingModel(tf.Module):
         dlogits = (tf.exp(log_probs) - onehot) / count
         grads = {}
         self.network.backward(dlogits, caches, grads)
-        for param, velocity in zip(self.trainable, self.velocities):
+        for param, velocity in zip(self.trainable, self.velocities, strict=True):
             new_velocity = momentum * velocity + grads[param.name_]
             velocity.assign(new_velocity)
             param.assign_sub(lr * new_velocity)
@@ -502,7 +502,7 @@ class TrainingModel(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec(spec.shape, tf.float32, name=weight_key(i))
                                       for i, spec in enumerate(self.specs)])
         def set_weights(*arrays):
-            for variable, array in zip(self.weights, arrays):
+            for variable, array in zip(self.weights, arrays, strict=True):
                 variable.assign(array)
             for velocity in self.velocities:
                 velocity.assign(tf.zeros(velocity.shape, tf.float32))

@@ -401,7 +401,7 @@ class TaskModel:
     def set_weights(self, weights: Weights) -> None:
         """Copy canonical ``weights`` into the model; all are checked before any is copied."""
         check_weights(self.task, weights)
-        for slot, array in zip(self.slots, weights):
+        for slot, array in zip(self.slots, weights, strict=True):
             slot.variable.assign(slot.to_keras(array))
 
     def initial_weights(self, seed: int) -> Weights:
@@ -409,7 +409,7 @@ class TaskModel:
         rng = np.random.default_rng(seed)
         return [
             slot.initializer(rng, spec.shape).astype(DTYPE)
-            for slot, spec in zip(self.slots, model_layout(self.task.model))
+            for slot, spec in zip(self.slots, model_layout(self.task.model), strict=True)
         ]
 
 
@@ -435,7 +435,9 @@ def _check_slots(task: Task, slots: list[Slot]) -> None:
     built = [(slot.name, slot.to_canonical(np.empty(tuple(slot.variable.shape))).shape) for slot in slots]
     expected = [(spec.name, spec.shape) for spec in specs]
     if built != expected:
-        first = next((i for i, (a, b) in enumerate(zip(built, expected)) if a != b), min(len(built), len(expected)))
+        # The two may differ in length: past the shorter one, the first difference is where it ends.
+        pairs = zip(built, expected, strict=False)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(built), len(expected)))
         raise RuntimeError(
             f"the Keras {task.model} does not match its canonical layout at weight {first}: "
             f"built {built[first] if first < len(built) else 'nothing'}, "

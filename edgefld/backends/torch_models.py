@@ -141,5 +141,5 @@ def set_weights(task: Task, model: nn.Module, weights: Weights) -> None:
     check_weights(task, weights)
     targets = weight_tensors(model)
     with torch.no_grad():
-        for (_, target), array in zip(targets, weights):
+        for (_, target), array in zip(targets, weights, strict=True):
             target.copy_(torch.as_tensor(array))

@@ -30,9 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "pki", help="create the fleet's CA, the server's TLS certificate and the boards' node keys",
-        description="Files go to --dir (default: %s); private keys are written 0600 and, when run as root, "
-                    "the ones the daemons read are given to the edgefl user. See README: Securing a fleet."
-                    % DEFAULT_PKI_DIR,
+        description=f"Files go to --dir (default: {DEFAULT_PKI_DIR}); private keys are written 0600 and, when run "
+                    "as root, the ones the daemons read are given to the edgefl user. See README: Securing a fleet.",
     )
     commands = parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 

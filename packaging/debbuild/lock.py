@@ -174,7 +174,7 @@ def write_lock(arch: Arch, paths: Paths, settings: dict, epoch: int) -> Path:
 def lock_inputs(arch: Arch, wheel: Path, backends: dict[str, dict], settings: dict) -> dict:
     """What the lock was made from: a build refuses a lock whose inputs changed since."""
     return {
-        "python": PYTHON_VERSION, "glibc": "%d.%d" % TARGET_GLIBC,
+        "python": PYTHON_VERSION, "glibc": "{}.{}".format(*TARGET_GLIBC),
         "platforms": platform_tags(arch),
         "edgefl_requires": wheel_requires(wheel),
         "backend_requirements": {package: sorted(b["requirements"]) for package, b in backends.items()},

@@ -145,7 +145,7 @@ def _download(items: list[dict], into: Path) -> list[Path]:
     """The lock's wheels for ``items`` (hash-checked by pip), cached in ``into``."""
     into.mkdir(parents=True, exist_ok=True)
     paths = [into / item["filename"] for item in items]
-    missing = [item for item, path in zip(items, paths) if not path.exists()]
+    missing = [item for item, path in zip(items, paths, strict=True) if not path.exists()]
     if missing:
         requirements = into / "requirements.txt"
         requirements.write_text("".join(f"{i['name']}=={i['version']} --hash=sha256:{i['sha256']}\n" for i in missing))

@@ -56,7 +56,7 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         up_at = time.monotonic()
         cut_off = clients[1].log()[offset:]
         say(f"link up again; while cut off, client 1 logged {len(cut_off.splitlines())} lines, e.g. "
-            f"{next((l for l in cut_off.splitlines() if 'retry' in l.lower() or 'fail' in l.lower()), '-')!r}")
+            f"{next((line for line in cut_off.splitlines() if 'retry' in line.lower() or 'fail' in line.lower()), '-')!r}")
 
         def rejoined() -> bool:
             text = clients[1].log()[offset:]

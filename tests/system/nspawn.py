@@ -261,8 +261,7 @@ class Container:
                 "env", "-i", f"PATH={CONTAINER_PATH}", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_PAGER=",
                 "SYSTEMD_COLORS=0", "LANG=C.UTF-8", "TERM=dumb", *argv]
         try:
-            result = subprocess.run(full, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    timeout=max(1.0, timeout))
+            result = subprocess.run(full, input=input, capture_output=True, text=True, timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired as exc:
             raise HarnessError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}") from exc
         if check and result.returncode != 0:
