@@ -10,9 +10,9 @@ threads = 1 each, as in the e2e tests), in two phases:
 1. lifecycle: the server waits for a third board that never comes, so the two boards sit registered
    and idle. Measured: each daemon's start to its sd_notify READY=1 (= registered; the bench is the
    NOTIFY_SOCKET, as systemd is for `systemctl start edgefl-client`; one board started at a time),
-   the idle CPU of each board's whole process tree and of the server's over --idle-seconds (after start-up has settled, and
-   after the boards' fast polling once registered, edgefld.flower_compat.FAST_WINDOW_S), the idle
-   whole-client PSS, and SIGTERM to every process of a board gone.
+   the idle CPU of each board's whole process tree and of the server's over --idle-seconds (after
+   start-up has settled, and after the boards' fast polling once registered,
+   edgefld.flower_compat.FAST_WINDOW_S), the idle whole-client PSS, and SIGTERM to every process of a board gone.
 2. rounds: --rounds rounds of --task. Per round, from the server's metrics.jsonl: wall (the server
    sending the round's instructions to aggregating the replies), train max (the slowest board's own
    training time), overhead (wall - train max), period (round end to round end), bytes (arrays

@@ -73,7 +73,8 @@ def cases(rng: np.random.Generator):
 
     return [
         ("RSQRT", tf.math.rsqrt, [variance], lambda a: 1 / np.sqrt(f64(a))),
-        ("HARD_SWISH", lambda a: a * tf.nn.relu6(a + 3.0) / 6.0, [x * 3], lambda a: f64(a) * np.clip(f64(a) + 3, 0, 6) / 6),
+        ("HARD_SWISH", lambda a: a * tf.nn.relu6(a + 3.0) / 6.0, [x * 3],
+         lambda a: f64(a) * np.clip(f64(a) + 3, 0, 6) / 6),
         ("MEAN", lambda a: tf.reduce_mean(a, axis=[0, 1, 2]), [x], lambda a: f64(a).mean(axis=(0, 1, 2))),
         ("SUM", lambda a: tf.reduce_sum(a, axis=[0, 1, 2]), [x], lambda a: f64(a).sum(axis=(0, 1, 2))),
         ("EXP", tf.exp, [x[:2]], lambda a: np.exp(f64(a))),
@@ -81,9 +82,10 @@ def cases(rng: np.random.Generator):
         ("DIV", lambda a, b: a / b, [x[:2], x[:2] + 5], lambda a, b: f64(a) / b),
         ("DEPTHWISE_CONV_2D", lambda a, k: tf.nn.depthwise_conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, depthwise],
          lambda a, k: windows(a, k, False)),
-        ("CONV_2D", lambda a, k: tf.nn.conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, conv], lambda a, k: windows(a, k, True)),
-        ("BATCH_MATMUL (a 1x1 conv's filter gradient)", lambda a, b: tf.matmul(a, b, transpose_a=True), [patches, grads],
-         lambda a, b: f64(a).T @ b),
+        ("CONV_2D", lambda a, k: tf.nn.conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, conv],
+         lambda a, k: windows(a, k, True)),
+        ("BATCH_MATMUL (a 1x1 conv's filter gradient)", lambda a, b: tf.matmul(a, b, transpose_a=True),
+         [patches, grads], lambda a, b: f64(a).T @ b),
         ("FULLY_CONNECTED", tf.matmul, [features, weight], lambda a, b: f64(a) @ b),
     ]
 

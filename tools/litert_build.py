@@ -24,8 +24,8 @@ layout (``layout.py``: torch order and shapes, OIHW convolutions, (out, in)
 linear, NCHW flattening, BatchNorm running statistics), so getting and setting
 weights are plain copies. Signatures:
 
-- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step with momentum exactly as
-  ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
+- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step
+  with momentum exactly as ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
   (batch statistics, biased variance; running statistics updated with torch's momentum and the
   unbiased variance). ``x``: normalised float32 N x H x W x C (NHWC), any N; ``y``: int32 labels.
   ``dropout`` (models with dropout only): the N x features multiplier of the dropout layer

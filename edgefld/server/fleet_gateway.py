@@ -292,8 +292,9 @@ class FleetGateway:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        config = UvicornConfig(app=self._app, http="h11", ws="none", interface="asgi3", lifespan="off", access_log=False, log_config=None,
-                               proxy_headers=False, server_header=False, date_header=False,
+        config = UvicornConfig(app=self._app, http="h11", ws="none", interface="asgi3", lifespan="off",
+                               access_log=False, log_config=None, proxy_headers=False, server_header=False,
+                               date_header=False,
                                timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
                                h11_max_incomplete_event_size=MAX_HEAD_BYTES)
         config.load()

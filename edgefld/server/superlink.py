@@ -1,4 +1,7 @@
-"""Flower's SuperLink as a child process, bound to loopback only, running edgefl's thin FAB only (edgefld.server.link)."""
+"""Flower's SuperLink as a child process, bound to loopback only, running edgefl's thin FAB only.
+
+The FAB is edgefld.server.link.
+"""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ class CpuKind:
 NATIVE = CpuKind("this machine", "the developer's or CI's CPU", platform.machine())
 KINDS = [
     NATIVE,
-    CpuKind("x86-64 AVX2, no AVX-512 (qemu Haswell-v4)", "servers and desktops without AVX-512", "x86_64", "Haswell-v4"),
+    CpuKind("x86-64 AVX2, no AVX-512 (qemu Haswell-v4)", "servers and desktops without AVX-512", "x86_64",
+            "Haswell-v4"),
     CpuKind("aarch64 Cortex-A53 (qemu)", "Raspberry Pi 3, Zero 2 W", "aarch64", "cortex-a53", "rpi3b-aarch64"),
     CpuKind("aarch64 Cortex-A72 (qemu)", "Raspberry Pi 4, Jetson Nano (A57)", "aarch64", "cortex-a72", "rpi4-8gb"),
     CpuKind("aarch64 Cortex-A76 (qemu)", "Raspberry Pi 5, Jetson Orin (A78AE)", "aarch64", "cortex-a76", "pi5-16gb"),

@@ -190,7 +190,8 @@ def test_sgd_steps_agree_with_float64_torch_step_by_step(backend, task):
     # Nothing is silently frozen: what torch changes, LiteRT changes (the tolerance alone would let a
     # frozen array of small updates pass). Some BatchNorm biases have an exactly zero gradient: the next
     # BatchNorm cancels any per-channel shift, so torch moves them by rounding noise only.
-    for spec, before, after, reference in zip(model_layout(task.model), start, trajectory[-1], references[-1].weights, strict=True):
+    for spec, before, after, reference in zip(model_layout(task.model), start, trajectory[-1], references[-1].weights,
+                                              strict=True):
         if np.abs(reference - before).max() > 1e-5:
             assert np.abs(after - before).max() > 1e-5, f"{spec.name} did not change"
     running = [i for i, spec in enumerate(model_layout(task.model)) if spec.name.endswith("running_var")]

@@ -65,7 +65,8 @@ def cache_dir() -> Path:
 
 def ensure_rootfs(arch: str = "amd64", suite: str = SUITE, packages: Sequence[str] = PACKAGES) -> Path:
     """The cached debootstrapped rootfs for (suite, arch, packages); built once."""
-    key = hashlib.sha256(f"{RECIPE} {suite} {arch} {MIRROR} minbase {','.join(sorted(packages))}".encode()).hexdigest()[:12]
+    recipe = f"{RECIPE} {suite} {arch} {MIRROR} minbase {','.join(sorted(packages))}"
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     root = base / f"rootfs-{suite}-{arch}-{key}"
@@ -156,7 +157,8 @@ class Container:
             time.sleep(0.1)
         state = ""
         while time.monotonic() < deadline:
-            result = self.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=deadline - time.monotonic())
+            result = self.run(["systemctl", "is-system-running", "--wait"], check=False,
+                              timeout=deadline - time.monotonic())
             state = result.stdout.strip()
             if state in ("running", "degraded"):
                 break
