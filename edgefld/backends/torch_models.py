@@ -51,7 +51,8 @@ class LeNet5(nn.Module):
         x = torch.flatten(x, 1)
         x = functional.relu(self.fc1(x))
         x = functional.relu(self.fc2(x))
-        return self.fc3(x)
+        logits: torch.Tensor = self.fc3(x)
+        return logits
 
 
 class DigitsMLP(nn.Module):
@@ -63,7 +64,8 @@ class DigitsMLP(nn.Module):
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
+        logits: torch.Tensor = self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
+        return logits
 
 
 def _mobilenet_v3_small(task: Task) -> nn.Module:
@@ -72,7 +74,8 @@ def _mobilenet_v3_small(task: Task) -> nn.Module:
 
     # No weights argument: randomly initialised, nothing downloaded. Used on
     # 32x32 CIFAR images as they are, as the seed did.
-    return mobilenet_v3_small(num_classes=task.num_classes)
+    model: nn.Module = mobilenet_v3_small(num_classes=task.num_classes)
+    return model
 
 
 def _lenet5(task: Task) -> nn.Module:

@@ -13,7 +13,7 @@ from edgefld.hardware import Board, detect_board
 from edgefld.profile import Profile, choose_profile
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "detect",
         help="detect the board and show the workload profile edgefl chooses for it",

@@ -120,7 +120,7 @@ def is_jetson(root: str) -> bool:
 
 def _part_tokens(compatible: list[str]) -> list[re.Match[str]]:
     """P-number tokens in order, e.g. ``p3449-0000-b00`` then ``p3448-0000-b00`` (carrier, module)."""
-    tokens = []
+    tokens: list[re.Match[str]] = []
     for entry in compatible:
         vendor, _, board = entry.partition(",")
         if vendor == "nvidia":

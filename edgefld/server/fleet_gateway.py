@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import h11
 import httpx
@@ -320,7 +320,8 @@ class FleetGateway:
         await self._stop.wait()
         server.close()
         for connection in list(self._state.connections):
-            connection.abort()  # type: ignore[attr-defined]
+            # uvicorn types the set as any of its protocols; every one here is a _Connection (create_server above).
+            cast(_Connection, connection).abort()
         flusher.cancel()
         tasks = [task for task in self._state.tasks]
         for task in tasks:
