@@ -30,8 +30,8 @@ import numpy as np
 # Runnable from a checkout without installing edgefl.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgefld.backends.base import BACKEND_MODULES  # noqa: E402
-from edgefld.tasks import TASKS, get_task  # noqa: E402
+from edgefld.backends.base import BACKEND_MODULES  # noqa: E402 - importable once sys.path holds the repository (above)
+from edgefld.tasks import TASKS, get_task  # noqa: E402 - likewise
 
 DEFAULT_BACKENDS = ("torch", "tensorflow")
 DEFAULT_TASKS = ("digits", "mnist")

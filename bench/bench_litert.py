@@ -26,7 +26,7 @@ import numpy as np
 # Runnable from a checkout without installing edgefl.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgefld.tasks import TASKS, get_task  # noqa: E402
+from edgefld.tasks import TASKS, get_task  # noqa: E402 - importable once sys.path holds the repository (above)
 
 # Small enough for a 2-core machine to finish each task in seconds.
 DEFAULT_SAMPLES = {"digits": 2000, "mnist": 2000, "cifar10": 256}

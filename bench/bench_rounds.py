@@ -593,7 +593,7 @@ def plain_flower(args: argparse.Namespace, tmp: Path) -> CaseResult:
             try:
                 control.runs()
                 return True
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:  # not listening yet
                 return False
 
         wait_until("the SuperLink", superlink_up, 60, logs)

@@ -64,7 +64,8 @@ def cases(rng: np.random.Generator):
     conv = rng.normal(size=(3, 3, 72, 24)).astype(np.float32)
     patches, grads = rng.normal(size=(5120, 72)).astype(np.float32), rng.normal(size=(5120, 24)).astype(np.float32)
     features, weight = rng.normal(size=(20, 1024)).astype(np.float32), rng.normal(size=(1024, 576)).astype(np.float32)
-    f64 = lambda a: a.astype(np.float64)  # noqa: E731
+    def f64(a):
+        return a.astype(np.float64)
 
     def windows(a, k, out):
         a = f64(a)

@@ -478,7 +478,8 @@ class TrainingModel(tf.Module):
         # before each call, and resizing a 0-d input (empty dims) crashes ai-edge-litert 2.3's aarch64
         # wheel (SIGSEGV in InterpreterWrapper::ResizeInputTensor, seen under qemu-user; the x86-64
         # wheel does not), which is every Raspberry Pi and Jetson (tests/backends/test_litert_cpu_kinds.py).
-        hyper = lambda name: tf.TensorSpec([1], tf.float32, name=name)  # noqa: E731
+        def hyper(name):
+            return tf.TensorSpec([1], tf.float32, name=name)
 
         if self.dropout_features:
             @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"),

@@ -189,6 +189,7 @@ class _Connection(H11Protocol):
     def source(self) -> str:
         return str(self.client[0]) if self.client else "?"
 
+    # uvicorn's own override narrows the transport likewise: a stream protocol is given an asyncio.Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.gateway.limits.max_connections:
@@ -211,6 +212,7 @@ class _Connection(H11Protocol):
         super().handle_events()
         if self.cycle is not before and self.cycle is not None:
             self._cancel_head_timer()
+            # ASGI lets a server add its own scope keys; uvicorn's TypedDict lists only the specification's.
             self.cycle.scope[_CONNECTION] = self  # type: ignore[literal-required]
 
     def send_400_response(self, msg: str) -> None:

@@ -135,7 +135,7 @@ def prepare_database(path: Path) -> str | None:
             _build(path, work, source=path)
             before = ", ".join(sorted(state.revisions)) or "empty"
             return f"{path}: Flower's schema migrated from revision {before} to the newest, in one step"
-        except Exception as exc:  # noqa: BLE001 - Alembic and SQLAlchemy raise many types; all mean "unusable"
+        except Exception as exc:  # Alembic and SQLAlchemy raise many types; all mean "unusable"
             _remove(work)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problem = f"half-migrated: continuing its migration fails ({first[:200]})"

@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert")
+# None of these imports ai_edge_litert: litert_backend loads its interpreter when a model is first run.
+from edgefld.backends import litert_backend
+from edgefld.backends.base import batch_slices, load_backend, shuffle_orders
+from edgefld.backends.layout import model_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, get_task
+from tests.backends import numerics
+from tests.backends.numerics import learnable_batch, perturbed_weights
 
-from edgefld.backends import litert_backend  # noqa: E402
-from edgefld.backends.base import batch_slices, load_backend, shuffle_orders  # noqa: E402
-from edgefld.backends.layout import model_layout  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, get_task  # noqa: E402
-from tests.backends import numerics  # noqa: E402
-from tests.backends.numerics import learnable_batch, perturbed_weights  # noqa: E402
+pytest.importorskip("ai_edge_litert")
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 

@@ -12,13 +12,14 @@ import sys
 import numpy as np
 import pytest
 
+from edgefld.backends.layout import task_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, Task, get_task
+
 tf = pytest.importorskip("tensorflow")
 
-from edgefld.backends.layout import task_layout  # noqa: E402
-from edgefld.backends.tf_backend import TFBackend, create_backend  # noqa: E402
-from edgefld.backends.tf_models import build_model, make_divisible  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, Task, get_task  # noqa: E402
+from edgefld.backends.tf_backend import TFBackend, create_backend  # noqa: E402 - imports TensorFlow: after the skip
+from edgefld.backends.tf_models import build_model, make_divisible  # noqa: E402 - likewise
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 

@@ -9,13 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from edgefld.backends.base import load_backend
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, Task, get_task
+
 torch = pytest.importorskip("torch")
 
-from edgefld.backends.base import load_backend  # noqa: E402
+# These import torch: after the skip.
 from edgefld.backends.torch_backend import MomentumSGD, TorchBackend, create_backend, model_inputs  # noqa: E402
 from edgefld.backends.torch_models import build_model, get_weights, set_weights, weight_names  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, Task, get_task  # noqa: E402
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nspawn  # noqa: E402
-from nspawn import Container, HarnessError, log  # noqa: E402
+import nspawn  # noqa: E402 - importable once sys.path holds its directory (above)
+from nspawn import Container, HarnessError, log  # noqa: E402 - likewise
 
 REPO = Path(__file__).resolve().parents[2]
 # What the system test installs: the runtime, then LiteRT alone, then torch beside it.
