@@ -10,7 +10,7 @@ STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models \
+.PHONY: demo test test-fast lint test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models \
 	bench-venv bench-rounds
 
 venv: $(STAMP)
@@ -59,10 +59,12 @@ $(BENCH_STAMP): pyproject.toml bench/board-requirements.txt
 bench-rounds: $(BENCH_STAMP)
 	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python bench/bench_rounds.py $(BENCH_ARGS)
 
-# All tests: the pytest suite, LiteRT's numerics on the other CPU kinds, the fault scenarios, then
-# (as root, which systemd-nspawn needs) the system test of the .debs under a real systemd.
-# `make test-fast` is the pytest suite alone.
-test: test-fast
+# All checks: lint (ruff and mypy), then the pytest suite, LiteRT's numerics on the other CPU kinds,
+# the fault scenarios, then (as root, which systemd-nspawn needs) the system test of the .debs under a
+# real systemd. `make test-fast` is the pytest suite alone.
+test: venv
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-fast
 	@$(MAKE) --no-print-directory test-cpus
 	@$(MAKE) --no-print-directory test-faults
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-system; \
@@ -70,6 +72,11 @@ test: test-fast
 
 test-fast: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff, then mypy, as pyproject.toml configures them ([tool.ruff], [tool.mypy]: strict on edgefld/).
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # LiteRT's training numerics on every kind of CPU the product runs on (tests/backends/cpu_kinds.py:
 # x86-64 without AVX-512 and the boards' aarch64 cores under qemu-user); prints a table (also
@@ -96,7 +103,7 @@ litert-models:
 	PYTHONPATH=$(CURDIR) $(LITERT_BUILD_VENV)/bin/python tools/litert_build.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(BENCH_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
 
 # ---- Debian packages (packaging/README.md) ----------------------------------
 # make deb [ARCH=arm64] [DEB_REVISION=1]: dist/edgefl_<ver>_<arch>.deb and

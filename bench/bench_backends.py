@@ -30,8 +30,8 @@ import numpy as np
 # Runnable from a checkout without installing edgefl.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgefld.backends.base import BACKEND_MODULES  # noqa: E402
-from edgefld.tasks import TASKS, get_task  # noqa: E402
+from edgefld.backends.base import BACKEND_MODULES  # noqa: E402 - importable once sys.path holds the repository (above)
+from edgefld.tasks import TASKS, get_task  # noqa: E402 - likewise
 
 DEFAULT_BACKENDS = ("torch", "tensorflow")
 DEFAULT_TASKS = ("digits", "mnist")
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help=f"comma-separated, of {', '.join(BACKEND_MODULES)} (default: %(default)s)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(DEFAULT_TASKS))
-    parser.add_argument("--samples", type=int, help="training samples per task (default: %s)" % DEFAULT_SAMPLES)
+    parser.add_argument("--samples", type=int, help=f"training samples per task (default: {DEFAULT_SAMPLES})")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, help="CPU threads (default: each framework's own choice)")

@@ -26,7 +26,7 @@ import numpy as np
 # Runnable from a checkout without installing edgefl.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgefld.tasks import TASKS, get_task  # noqa: E402
+from edgefld.tasks import TASKS, get_task  # noqa: E402 - importable once sys.path holds the repository (above)
 
 # Small enough for a 2-core machine to finish each task in seconds.
 DEFAULT_SAMPLES = {"digits": 2000, "mnist": 2000, "cifar10": 256}
@@ -70,7 +70,7 @@ def measure(task_name: str, samples: int, batch_size: int, device: str, threads:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(DEFAULT_SAMPLES))
-    parser.add_argument("--samples", type=int, help="training samples per task (default: %s)" % DEFAULT_SAMPLES)
+    parser.add_argument("--samples", type=int, help=f"training samples per task (default: {DEFAULT_SAMPLES})")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", choices=("cpu",), default="cpu")
     parser.add_argument("--threads", type=int, help="interpreter threads (default: LiteRT's own choice)")

@@ -10,9 +10,9 @@ threads = 1 each, as in the e2e tests), in two phases:
 1. lifecycle: the server waits for a third board that never comes, so the two boards sit registered
    and idle. Measured: each daemon's start to its sd_notify READY=1 (= registered; the bench is the
    NOTIFY_SOCKET, as systemd is for `systemctl start edgefl-client`; one board started at a time),
-   the idle CPU of each board's whole process tree and of the server's over --idle-seconds (after start-up has settled, and
-   after the boards' fast polling once registered, edgefld.flower_compat.FAST_WINDOW_S), the idle
-   whole-client PSS, and SIGTERM to every process of a board gone.
+   the idle CPU of each board's whole process tree and of the server's over --idle-seconds (after
+   start-up has settled, and after the boards' fast polling once registered,
+   edgefld.flower_compat.FAST_WINDOW_S), the idle whole-client PSS, and SIGTERM to every process of a board gone.
 2. rounds: --rounds rounds of --task. Per round, from the server's metrics.jsonl: wall (the server
    sending the round's instructions to aggregating the replies), train max (the slowest board's own
    training time), overhead (wall - train max), period (round end to round end), bytes (arrays
@@ -61,10 +61,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -290,7 +291,7 @@ class NotifySocket:
         while not self.closed.is_set():
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -413,7 +414,8 @@ def lifecycle_phase(root: Path, result: CaseResult, args: argparse.Namespace, cl
             client = fed.start_client(cid, "--backend", result.backend, env=sockets[f"client-{cid}"].env())
             clients.append(client)
             notify = sockets[f"client-{cid}"]
-            wait_until(f"client {cid}'s READY", lambda: notify.ready_at is not None or not client.alive(), 120,
+            wait_until(f"client {cid}'s READY",
+                       lambda notify=notify, client=client: notify.ready_at is not None or not client.alive(), 120,
                        lambda: daemon_logs(fed))
             if notify.ready_at is None:
                 raise BenchError(f"client {cid} exited with status {client.process.returncode}\n{daemon_logs(fed)}")
@@ -591,7 +593,7 @@ def plain_flower(args: argparse.Namespace, tmp: Path) -> CaseResult:
             try:
                 control.runs()
                 return True
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:  # not listening yet
                 return False
 
         wait_until("the SuperLink", superlink_up, 60, logs)
@@ -603,8 +605,8 @@ def plain_flower(args: argparse.Namespace, tmp: Path) -> CaseResult:
                 "--node-config", f"partition-id={cid} num-partitions=2"]))
         for cid in (0, 1):
             log_path = root / f"supernode-{cid}.log"
-            wait_until(f"SuperNode {cid} to register", lambda: "SuperNode ID:" in log_path.read_text(errors="replace"),
-                       60, logs)
+            wait_until(f"SuperNode {cid} to register",
+                       lambda log_path=log_path: "SuperNode ID:" in log_path.read_text(errors="replace"), 60, logs)
             result.ready_s.append(time.monotonic() - started[cid])  # to the line seen (polled every 20 ms)
         sampler = Sampler({f"supernode-{cid}": (n.pid, "supernode") for cid, n in enumerate(nodes)},
                           args.sample_ms / 1000)

@@ -38,10 +38,10 @@ def _run(model: bytes, args, xnnpack: bool) -> np.ndarray:
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(model_content=model, experimental_op_resolver_type=resolver, num_threads=1)
     inputs = interpreter.get_input_details()
-    for detail, array in zip(inputs, args):
+    for detail, array in zip(inputs, args, strict=True):
         interpreter.resize_tensor_input(detail["index"], array.shape)
     interpreter.allocate_tensors()
-    for detail, array in zip(inputs, args):
+    for detail, array in zip(inputs, args, strict=True):
         interpreter.set_tensor(detail["index"], array)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
@@ -64,7 +64,8 @@ def cases(rng: np.random.Generator):
     conv = rng.normal(size=(3, 3, 72, 24)).astype(np.float32)
     patches, grads = rng.normal(size=(5120, 72)).astype(np.float32), rng.normal(size=(5120, 24)).astype(np.float32)
     features, weight = rng.normal(size=(20, 1024)).astype(np.float32), rng.normal(size=(1024, 576)).astype(np.float32)
-    f64 = lambda a: a.astype(np.float64)  # noqa: E731
+    def f64(a):
+        return a.astype(np.float64)
 
     def windows(a, k, out):
         a = f64(a)
@@ -73,7 +74,8 @@ def cases(rng: np.random.Generator):
 
     return [
         ("RSQRT", tf.math.rsqrt, [variance], lambda a: 1 / np.sqrt(f64(a))),
-        ("HARD_SWISH", lambda a: a * tf.nn.relu6(a + 3.0) / 6.0, [x * 3], lambda a: f64(a) * np.clip(f64(a) + 3, 0, 6) / 6),
+        ("HARD_SWISH", lambda a: a * tf.nn.relu6(a + 3.0) / 6.0, [x * 3],
+         lambda a: f64(a) * np.clip(f64(a) + 3, 0, 6) / 6),
         ("MEAN", lambda a: tf.reduce_mean(a, axis=[0, 1, 2]), [x], lambda a: f64(a).mean(axis=(0, 1, 2))),
         ("SUM", lambda a: tf.reduce_sum(a, axis=[0, 1, 2]), [x], lambda a: f64(a).sum(axis=(0, 1, 2))),
         ("EXP", tf.exp, [x[:2]], lambda a: np.exp(f64(a))),
@@ -81,9 +83,10 @@ def cases(rng: np.random.Generator):
         ("DIV", lambda a, b: a / b, [x[:2], x[:2] + 5], lambda a, b: f64(a) / b),
         ("DEPTHWISE_CONV_2D", lambda a, k: tf.nn.depthwise_conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, depthwise],
          lambda a, k: windows(a, k, False)),
-        ("CONV_2D", lambda a, k: tf.nn.conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, conv], lambda a, k: windows(a, k, True)),
-        ("BATCH_MATMUL (a 1x1 conv's filter gradient)", lambda a, b: tf.matmul(a, b, transpose_a=True), [patches, grads],
-         lambda a, b: f64(a).T @ b),
+        ("CONV_2D", lambda a, k: tf.nn.conv2d(a, k, [1, 1, 1, 1], "VALID"), [padded, conv],
+         lambda a, k: windows(a, k, True)),
+        ("BATCH_MATMUL (a 1x1 conv's filter gradient)", lambda a, b: tf.matmul(a, b, transpose_a=True),
+         [patches, grads], lambda a, b: f64(a).T @ b),
         ("FULLY_CONNECTED", tf.matmul, [features, weight], lambda a, b: f64(a) @ b),
     ]
 

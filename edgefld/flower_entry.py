@@ -19,6 +19,7 @@ at INFO; every other error stays an ERROR.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import sys
@@ -26,7 +27,6 @@ from importlib.metadata import entry_points
 
 from edgefld.flower_compat import bound_object_pulls
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
-
 
 SUPERLINK = "flower-superlink"
 # (path prefix, Flower API error code) of refusals that are expected: see above.
@@ -44,7 +44,7 @@ class ExpectedErrorsAtInfo(logging.Filter):
 
 def _parent_pid(args: list[str]) -> int | None:
     """Flower passes each of these processes its parent's pid (``--parent-pid``)."""
-    for flag, value in zip(args, args[1:]):
+    for flag, value in itertools.pairwise(args):
         if flag == "--parent-pid" and value.isdigit():
             return int(value)
     return None

@@ -30,10 +30,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgefld.errors import EdgeflError, StateWriteError
 from edgefld.persist import atomic_write_bytes
-
 from edgefld.pki_layout import (  # noqa: F401  (re-exported: the names belong to this module's API)
-    CA_CERT, CA_DAYS, CA_KEY, DEFAULT_PKI_DIR, ENROLLED_DIR, SERVER_CERT, SERVER_DAYS, SERVER_KEY, SERVICE_USER,
+    CA_CERT,
+    CA_DAYS,
+    CA_KEY,
+    DEFAULT_PKI_DIR,
+    ENROLLED_DIR,
+    SERVER_CERT,
+    SERVER_DAYS,
+    SERVER_KEY,
+    SERVICE_USER,
 )
+
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -113,7 +121,7 @@ def load_certificates(data: bytes, path: Path | str) -> list[x509.Certificate]:
 
 def validity_problem(certificate: x509.Certificate) -> str | None:
     """"expired on DATE" or "is not valid before DATE" (the board's clock may be wrong), or None."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if certificate.not_valid_after_utc < now:
         return f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}"
     if certificate.not_valid_before_utc > now:
@@ -130,7 +138,7 @@ def _name(common_name: str) -> x509.Name:
 def create_ca(common_name: str, days: int = CA_DAYS) -> tuple[bytes, bytes]:
     """A new CA: (private key PEM, certificate PEM)."""
     key = ec.generate_private_key(ec.SECP384R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name)).issuer_name(_name(common_name))
@@ -168,7 +176,7 @@ def issue_server_cert(ca_key_pem: bytes, ca_cert_pem: bytes, hosts: list[str],
         except ValueError:
             names.append(x509.DNSName(host))
     key = ec.generate_private_key(ec.SECP384R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hosts[0])).issuer_name(ca_cert.subject)

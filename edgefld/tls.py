@@ -160,7 +160,7 @@ def _probe_tls(raw: socket.socket, address: str, host: str, ca: str | None) -> P
                                      f"reissue it on the server with `edgefl pki server-cert --host {host}`")
         return Probe("mismatch", f"TLS: the server's certificate at {address} is not signed by {trusted} "
                                  f"({reason}); give this board the fleet's ca.crt (README: Securing a fleet)")
-    except (ssl.SSLError, socket.timeout) as exc:
+    except (TimeoutError, ssl.SSLError) as exc:
         # A plain-HTTP server waits for a request head that a TLS hello never completes: a timeout.
         reason = getattr(exc, "reason", None) or "no TLS answer"
         return Probe("mismatch", f"TLS handshake with {address} failed ({reason}): the server does not speak "
@@ -173,7 +173,7 @@ def _probe_plain(raw: socket.socket, address: str) -> Probe:
     try:
         raw.sendall(b"GET /health HTTP/1.1\r\nHost: edgefl\r\nConnection: close\r\n\r\n")
         reply = raw.recv(16)
-    except socket.timeout:
+    except TimeoutError:
         return Probe("unreachable", f"{address} did not answer within {raw.gettimeout():.0f} s")
     except ConnectionResetError:
         reply = b""  # a TLS server resets a connection that does not start with a hello

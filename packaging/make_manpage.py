@@ -182,7 +182,7 @@ def render(parser: argparse.ArgumentParser, exit_codes: dict, version: str, date
 
 def page_date(source_date_epoch: str | None) -> str:
     stamp = int(source_date_epoch) if source_date_epoch else 0
-    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d")
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def main(argv: list[str] | None = None) -> int:

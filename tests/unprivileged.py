@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 NOBODY = 65534
 
@@ -23,7 +23,7 @@ def run_as_nobody(function: Callable[[], str]) -> str:
                 os.setuid(NOBODY)
             try:
                 result = function()
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            except BaseException as exc:  # reported to the parent
                 result = f"{type(exc).__name__}:{exc}"
             os.write(write_end, result.encode())
         finally:

@@ -24,8 +24,8 @@ layout (``layout.py``: torch order and shapes, OIHW convolutions, (out, in)
 linear, NCHW flattening, BatchNorm running statistics), so getting and setting
 weights are plain copies. Signatures:
 
-- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step with momentum exactly as
-  ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
+- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step
+  with momentum exactly as ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
   (batch statistics, biased variance; running statistics updated with torch's momentum and the
   unbiased variance). ``x``: normalised float32 N x H x W x C (NHWC), any N; ``y``: int32 labels.
   ``dropout`` (models with dropout only): the N x features multiplier of the dropout layer
@@ -331,7 +331,7 @@ class Sequential(Layer):
 
     def backward(self, dy, caches, grads):
         d = dy
-        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+        for layer, cache in zip(reversed(self.layers), reversed(caches), strict=True):
             d = layer.backward(d, cache, grads)
         return d + dy if self.residual else d
 
@@ -433,7 +433,7 @@ class TrainingModel(tf.Module):
         self.weights = [tf.Variable(tf.zeros(spec.shape, tf.float32), name=weight_key(i))
                         for i, spec in enumerate(self.specs)]
         self._by_name = {}
-        for spec, variable in zip(self.specs, self.weights):
+        for spec, variable in zip(self.specs, self.weights, strict=True):
             variable.name_ = spec.name  # canonical name, for gradient bookkeeping
             self._by_name[spec.name] = variable
         self.trainable = [v for v in self.weights if not v.name_.endswith(BUFFER_SUFFIXES)]
@@ -462,7 +462,7 @@ class TrainingModel(tf.Module):
         dlogits = (tf.exp(log_probs) - onehot) / count
         grads = {}
         self.network.backward(dlogits, caches, grads)
-        for param, velocity in zip(self.trainable, self.velocities):
+        for param, velocity in zip(self.trainable, self.velocities, strict=True):
             new_velocity = momentum * velocity + grads[param.name_]
             velocity.assign(new_velocity)
             param.assign_sub(lr * new_velocity)
@@ -478,7 +478,8 @@ class TrainingModel(tf.Module):
         # before each call, and resizing a 0-d input (empty dims) crashes ai-edge-litert 2.3's aarch64
         # wheel (SIGSEGV in InterpreterWrapper::ResizeInputTensor, seen under qemu-user; the x86-64
         # wheel does not), which is every Raspberry Pi and Jetson (tests/backends/test_litert_cpu_kinds.py).
-        hyper = lambda name: tf.TensorSpec([1], tf.float32, name=name)  # noqa: E731
+        def hyper(name):
+            return tf.TensorSpec([1], tf.float32, name=name)
 
         if self.dropout_features:
             @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"),
@@ -502,7 +503,7 @@ class TrainingModel(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec(spec.shape, tf.float32, name=weight_key(i))
                                       for i, spec in enumerate(self.specs)])
         def set_weights(*arrays):
-            for variable, array in zip(self.weights, arrays):
+            for variable, array in zip(self.weights, arrays, strict=True):
                 variable.assign(array)
             for velocity in self.velocities:
                 velocity.assign(tf.zeros(velocity.shape, tf.float32))

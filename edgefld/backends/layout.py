@@ -66,7 +66,7 @@ def check_weights(task: Task, weights: list[np.ndarray]) -> None:
         raise ValueError(
             f"task {task.name} (model {task.model}) has {len(specs)} weight arrays; got {len(weights)}"
         )
-    for index, (spec, array) in enumerate(zip(specs, weights)):
+    for index, (spec, array) in enumerate(zip(specs, weights, strict=True)):
         if not isinstance(array, np.ndarray):
             raise ValueError(f"weight {index} ({spec.name}): expected a numpy array, got {type(array).__name__}")
         if array.shape != spec.shape:

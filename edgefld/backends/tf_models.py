@@ -41,18 +41,18 @@ from typing import Any
 
 import numpy as np
 
+from edgefld.backends.base import Weights
+from edgefld.backends.layout import DTYPE, check_weights, model_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import Task
+
 # Before the first TensorFlow import: Keras 3 runs on whichever backend this names,
 # and TensorFlow's C++ INFO lines (CUDA probing, CPU features) would fill the journal.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from edgefld.backends.base import Weights  # noqa: E402
-from edgefld.backends.layout import DTYPE, check_weights, model_layout  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import Task  # noqa: E402
+import keras  # noqa: E402 - after the environment above, which Keras and TensorFlow read at import
+import tensorflow as tf  # noqa: E402 - likewise
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - a KERAS_BACKEND set elsewhere
     raise BackendUnavailable(
@@ -325,8 +325,8 @@ MOBILENET_V3_SMALL_LAST_CHANNEL = 1024
 
 
 def _mobilenet_v3_small(task: Task, builder: _Builder, inputs: Any, dropout: float = MOBILENET_DROPOUT) -> Any:
-    def conv_bn(name: str, x: Any, filters: int, kernel: int, activation: Callable | None, *, stride: int = 1,
-                groups: int = 1) -> Any:
+    def conv_bn(name: str, x: Any, filters: int, kernel: int, activation: Callable[[tf.Tensor], tf.Tensor] | None,
+                *, stride: int = 1, groups: int = 1) -> Any:
         # torchvision's Conv2dNormActivation: conv (no bias) - BN - activation, as modules 0, 1 (2).
         x = builder.conv(f"{name}.0", x, filters, kernel, stride=stride, padding=(kernel - 1) // 2, groups=groups,
                          bias=False,
@@ -401,7 +401,7 @@ class TaskModel:
     def set_weights(self, weights: Weights) -> None:
         """Copy canonical ``weights`` into the model; all are checked before any is copied."""
         check_weights(self.task, weights)
-        for slot, array in zip(self.slots, weights):
+        for slot, array in zip(self.slots, weights, strict=True):
             slot.variable.assign(slot.to_keras(array))
 
     def initial_weights(self, seed: int) -> Weights:
@@ -409,7 +409,7 @@ class TaskModel:
         rng = np.random.default_rng(seed)
         return [
             slot.initializer(rng, spec.shape).astype(DTYPE)
-            for slot, spec in zip(self.slots, model_layout(self.task.model))
+            for slot, spec in zip(self.slots, model_layout(self.task.model), strict=True)
         ]
 
 
@@ -435,7 +435,9 @@ def _check_slots(task: Task, slots: list[Slot]) -> None:
     built = [(slot.name, slot.to_canonical(np.empty(tuple(slot.variable.shape))).shape) for slot in slots]
     expected = [(spec.name, spec.shape) for spec in specs]
     if built != expected:
-        first = next((i for i, (a, b) in enumerate(zip(built, expected)) if a != b), min(len(built), len(expected)))
+        # The two may differ in length: past the shorter one, the first difference is where it ends.
+        pairs = zip(built, expected, strict=False)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(built), len(expected)))
         raise RuntimeError(
             f"the Keras {task.model} does not match its canonical layout at weight {first}: "
             f"built {built[first] if first < len(built) else 'nothing'}, "

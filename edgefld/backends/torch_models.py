@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 import torch
 from torch import nn
 from torch.nn import functional
@@ -53,7 +51,8 @@ class LeNet5(nn.Module):
         x = torch.flatten(x, 1)
         x = functional.relu(self.fc1(x))
         x = functional.relu(self.fc2(x))
-        return self.fc3(x)
+        logits: torch.Tensor = self.fc3(x)
+        return logits
 
 
 class DigitsMLP(nn.Module):
@@ -65,7 +64,8 @@ class DigitsMLP(nn.Module):
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
+        logits: torch.Tensor = self.fc2(functional.relu(self.fc1(torch.flatten(x, 1))))
+        return logits
 
 
 def _mobilenet_v3_small(task: Task) -> nn.Module:
@@ -74,7 +74,8 @@ def _mobilenet_v3_small(task: Task) -> nn.Module:
 
     # No weights argument: randomly initialised, nothing downloaded. Used on
     # 32x32 CIFAR images as they are, as the seed did.
-    return mobilenet_v3_small(num_classes=task.num_classes)
+    model: nn.Module = mobilenet_v3_small(num_classes=task.num_classes)
+    return model
 
 
 def _lenet5(task: Task) -> nn.Module:
@@ -143,5 +144,5 @@ def set_weights(task: Task, model: nn.Module, weights: Weights) -> None:
     check_weights(task, weights)
     targets = weight_tensors(model)
     with torch.no_grad():
-        for (_, target), array in zip(targets, weights):
+        for (_, target), array in zip(targets, weights, strict=True):
             target.copy_(torch.as_tensor(array))

@@ -9,7 +9,7 @@ from edgefld.config import load_config, resolve_config_path
 from edgefld.config.template import default_config_text
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = subparsers.add_parser(
         "check-config",
         help="validate a configuration file (exit 0 if valid, 78 if not)",

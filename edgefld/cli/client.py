@@ -8,7 +8,7 @@ import os
 from edgefld.cli.common import add_config_argument, add_override_flags, existing_directory, load_from_args
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "client",
         help="run this board as a federation client (the edgefl-client daemon)",

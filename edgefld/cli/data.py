@@ -11,7 +11,7 @@ from edgefld.data import DATASETS
 from edgefld.errors import ConfigError
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "data", help="show, download or import datasets (stored once under data_dir)",
         description="Datasets are stored once, preprocessed, under [client] data_dir (or --data-dir).",
@@ -46,8 +46,10 @@ def _data_dir(args: argparse.Namespace) -> str:
     if args.data_dir is not None:
         if not args.data_dir:
             raise ConfigError("an empty path; give a directory", key="--data-dir")
-        return args.data_dir
-    return load_from_args(args, optional=True).client.data_dir
+        given: str = args.data_dir
+        return given
+    configured: str = load_from_args(args, optional=True).client.data_dir
+    return configured
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo", help="run a local federation on 127.0.0.1 (digits task, no network needed)")
     parser.add_argument("--clients", type=int, default=2, choices=range(1, 9), metavar="N", help="1..8 (default 2)")

@@ -13,7 +13,7 @@ from edgefld.hardware import Board, detect_board
 from edgefld.profile import Profile, choose_profile
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "detect",
         help="detect the board and show the workload profile edgefl chooses for it",
@@ -81,7 +81,8 @@ def render_table(board: Board, profile: Profile | None, problem: EdgeflError | N
     if profile is not None:
         cap = f"<= {profile.max_train_samples} samples/round" if profile.max_train_samples else "no sample cap"
         rows.append(("Profile", f"rule {profile.rule} ({profile.memory_class} class)"))
-        rows.append(("Backend", f"{profile.backend or 'none installed'} on {profile.device}, {profile.threads} threads"))
+        backend = profile.backend or "none installed"
+        rows.append(("Backend", f"{backend} on {profile.device}, {profile.threads} threads"))
         rows.append(("Workload", f"batch <= {profile.batch_size_cap}, {cap}"))
         rows.append(("Tasks", ", ".join(profile.tasks)))
         rows.extend(("Note", note) for note in profile.notes)

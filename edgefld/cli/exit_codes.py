@@ -7,7 +7,7 @@ import argparse
 from edgefld.exit_codes import EXIT_CODE_HELP
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("exit-codes", help="list edgefl's exit codes and what they mean")
     parser.set_defaults(handler=run)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from edgefld import __version__
 from edgefld.cli import check_config, client, data, demo, detect, exit_codes, pki, server
@@ -22,7 +23,7 @@ SUBCOMMANDS = (detect, check_config, client, server, data, demo, pki, exit_codes
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 64 (EX_USAGE) like the rest of edgefl."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see `{self.prog} --help`)\n")
         sys.exit(ExitCode.USAGE)
 
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `edgefl detect | head` closed our stdout: not an error worth a message.
         sys.stderr.close()
         return int(ExitCode.OK)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into one line
+    except Exception as exc:  # the one place that turns a bug into one line
         if args.debug:
             raise
         sys.stderr.write(

@@ -25,14 +25,13 @@ def _host(text: str) -> str:
     return text
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edgefld.pki_layout import CA_DAYS, DEFAULT_PKI_DIR, SERVER_DAYS
 
     parser = subparsers.add_parser(
         "pki", help="create the fleet's CA, the server's TLS certificate and the boards' node keys",
-        description="Files go to --dir (default: %s); private keys are written 0600 and, when run as root, "
-                    "the ones the daemons read are given to the edgefl user. See README: Securing a fleet."
-                    % DEFAULT_PKI_DIR,
+        description=f"Files go to --dir (default: {DEFAULT_PKI_DIR}); private keys are written 0600 and, when run "
+                    "as root, the ones the daemons read are given to the edgefl user. See README: Securing a fleet.",
     )
     commands = parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
@@ -40,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     init_ca.add_argument("--name", default="edgefl fleet CA", help="the CA's common name")
     days = bounded_int(1, MAX_DAYS, "days")
     cid = key("client", "cid")
+    assert cid.minimum is not None and cid.maximum is not None  # the schema bounds cid on both sides
     init_ca.add_argument("--days", type=days, default=CA_DAYS, help="validity (default: %(default)s)")
     init_ca.set_defaults(handler=run_init_ca)
 

@@ -7,7 +7,7 @@ import argparse
 from edgefld.cli.common import add_config_argument, add_override_flags, load_from_args
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "server",
         help="run the federation server (the edgefl-server daemon)",

@@ -101,6 +101,7 @@ class BoundedBackend(httpcore.NetworkBackend):
 
 def bound(client: httpx.Client, max_reply_bytes: int, min_rate: int, grace: float = GRACE_S) -> None:
     """Put the bounds under an httpx.Client's own transport (pinned httpx: tests/service/test_bounded_reads.py)."""
+    # httpx offers no public handle on its transport's pool: an internal, pinned by that test.
     pool = client._transport._pool  # type: ignore[attr-defined]
     pool._network_backend = BoundedBackend(max_reply_bytes, min_rate, grace)
 

@@ -45,7 +45,7 @@ def default_config_text() -> str:
             if key_.flag:
                 out.append(f"# Command-line override: {key_.flag}.")
             if key_.required:
-                out.append(f"# Required for `edgefl client`; no default. Example:")
+                out.append("# Required for `edgefl client`; no default. Example:")
                 out.append(f"#{key_.name} = {toml_literal(key_.example)}")
             elif key_.optional:
                 out.append("# Not set by default. Example:")

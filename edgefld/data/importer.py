@@ -35,7 +35,7 @@ from edgefld.errors import DataError
 try:  # numpy >= 2 moved the reconstructor; numpy 1.x boards (older JetPacks) only have the old name
     from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
 except ImportError:  # pragma: no cover - depends on the installed numpy
-    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct  # type: ignore[no-redef]
+    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct  # type: ignore[no-redef]  # the same function
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension

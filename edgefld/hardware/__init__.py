@@ -10,7 +10,8 @@ from edgefld.hardware.board import Board, JetsonInfo, PowerMode, RaspberryPiInfo
 __all__ = ["Board", "JetsonInfo", "PowerMode", "RaspberryPiInfo", "Throttling", "detect_board"]
 
 
-def detect_board(sysroot: str = "/", **kwargs):  # noqa: ANN201 - re-exported below
+def detect_board(sysroot: str = "/", *, path: str | None = None, probe_cuda: bool = True) -> Board:
+    """edgefld.hardware.detect's ``detect_board``, imported on the first call."""
     from edgefld.hardware.detect import detect_board as _detect
 
-    return _detect(sysroot, **kwargs)
+    return _detect(sysroot, path=path, probe_cuda=probe_cuda)

@@ -53,7 +53,9 @@ class Throttling:
 
     @classmethod
     def from_raw(cls, raw: int) -> Throttling:
-        bit = lambda n: bool(raw >> n & 1)  # noqa: E731
+        def bit(n: int) -> bool:
+            return bool(raw >> n & 1)
+
         return cls(raw, bit(0), bit(1), bit(2), bit(3), bit(16), bit(17), bit(18), bit(19))
 
     @property

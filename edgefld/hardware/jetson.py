@@ -120,7 +120,7 @@ def is_jetson(root: str) -> bool:
 
 def _part_tokens(compatible: list[str]) -> list[re.Match[str]]:
     """P-number tokens in order, e.g. ``p3449-0000-b00`` then ``p3448-0000-b00`` (carrier, module)."""
-    tokens = []
+    tokens: list[re.Match[str]] = []
     for entry in compatible:
         vendor, _, board = entry.partition(",")
         if vendor == "nvidia":
@@ -227,7 +227,7 @@ def _power_mode_from_jtop(timeout_s: float) -> PowerMode | None:
             with jtop() as stats:
                 mode = stats.nvpmodel
                 result.append(PowerMode(id=int(mode.id), name=str(mode.name)))
-        except Exception:  # noqa: BLE001 - a broken optional helper must not break detection
+        except Exception:  # a broken optional helper must not break detection
             return
 
     # A daemon thread, since jtop has no timeout of its own and can block on its socket.

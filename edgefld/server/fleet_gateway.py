@@ -52,8 +52,9 @@ import resource
 import ssl
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Callable
+from typing import Any, cast
 
 import h11
 import httpx
@@ -100,7 +101,7 @@ class GatewayLimits:
         return self.max_object_bytes if rpc in LARGE_BODY_RPCS else self.max_request_bytes
 
     @classmethod
-    def from_server_config(cls, server: Any) -> "GatewayLimits":
+    def from_server_config(cls, server: Any) -> GatewayLimits:
         return cls(max_connections=server.max_connections, head_timeout=server.head_timeout,
                    idle_timeout=server.idle_timeout, min_transfer_rate=server.min_transfer_rate,
                    transfer_grace=server.transfer_grace, max_object_bytes=server.max_object_mb * 1024 * 1024,
@@ -178,7 +179,7 @@ def _node_key(header: bytes | None) -> bytes | None:
 class _Connection(H11Protocol):
     """uvicorn's h11 protocol with the limits uvicorn lacks: a connection cap and a deadline for each head."""
 
-    def __init__(self, config: UvicornConfig, server_state: ServerState, gateway: "FleetGateway") -> None:
+    def __init__(self, config: UvicornConfig, server_state: ServerState, gateway: FleetGateway) -> None:
         super().__init__(config, server_state, app_state={})
         self.gateway = gateway
         self.logger = _http_log
@@ -188,6 +189,7 @@ class _Connection(H11Protocol):
     def source(self) -> str:
         return str(self.client[0]) if self.client else "?"
 
+    # uvicorn's own override narrows the transport likewise: a stream protocol is given an asyncio.Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.gateway.limits.max_connections:
@@ -210,6 +212,7 @@ class _Connection(H11Protocol):
         super().handle_events()
         if self.cycle is not before and self.cycle is not None:
             self._cancel_head_timer()
+            # ASGI lets a server add its own scope keys; uvicorn's TypedDict lists only the specification's.
             self.cycle.scope[_CONNECTION] = self  # type: ignore[literal-required]
 
     def send_400_response(self, msg: str) -> None:
@@ -291,8 +294,9 @@ class FleetGateway:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        config = UvicornConfig(app=self._app, http="h11", ws="none", interface="asgi3", lifespan="off", access_log=False, log_config=None,
-                               proxy_headers=False, server_header=False, date_header=False,
+        config = UvicornConfig(app=self._app, http="h11", ws="none", interface="asgi3", lifespan="off",
+                               access_log=False, log_config=None, proxy_headers=False, server_header=False,
+                               date_header=False,
                                timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
                                h11_max_incomplete_event_size=MAX_HEAD_BYTES)
         config.load()
@@ -318,7 +322,8 @@ class FleetGateway:
         await self._stop.wait()
         server.close()
         for connection in list(self._state.connections):
-            connection.abort()  # type: ignore[attr-defined]
+            # uvicorn types the set as any of its protocols; every one here is a _Connection (create_server above).
+            cast(_Connection, connection).abort()
         flusher.cancel()
         tasks = [task for task in self._state.tasks]
         for task in tasks:
@@ -329,7 +334,7 @@ class FleetGateway:
         await asyncio.wait([flusher, *tasks], timeout=STOP_GRACE_S)
         try:
             await asyncio.wait_for(self._client.aclose(), STOP_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.debug("fleet gateway: upstream connections not closed within %s s", STOP_GRACE_S)
         self.refusals.flush(force=True)
 
@@ -358,7 +363,7 @@ class FleetGateway:
         connection: _Connection | None = scope.get(_CONNECTION)
         try:
             await self._serve(scope, receive, send, connection)
-        except (_SlowTransfer, _ClientGone, OSError, MemoryError, asyncio.TimeoutError, h11.LocalProtocolError,
+        except (_SlowTransfer, _ClientGone, OSError, MemoryError, TimeoutError, h11.LocalProtocolError,
                 RuntimeError, httpx.HTTPError) as exc:
             # Whatever one connection did wrong ends that connection only; so does a SuperLink that stops
             # answering in mid-answer (httpx.HTTPError: it is restarting, or the daemon is stopping).
@@ -452,7 +457,7 @@ class FleetGateway:
                 raise _SlowTransfer("body slower than the minimum rate")
             try:
                 message = await asyncio.wait_for(receive(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _SlowTransfer("body slower than the minimum rate") from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone("client left inside a body")
@@ -469,7 +474,7 @@ class FleetGateway:
                           started: float) -> None:
         try:
             await asyncio.wait_for(send(message), max(0.001, self._deadline(sent, started)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _SlowTransfer("client reads slower than the minimum rate") from None
 
     async def _refuse(self, send: Callable[[Any], Any], source: str, status: int, reason: str) -> None:

@@ -1,15 +1,19 @@
-"""Flower's SuperLink as a child process, bound to loopback only, running edgefl's thin FAB only (edgefld.server.link)."""
+"""Flower's SuperLink as a child process, bound to loopback only, running edgefl's thin FAB only.
+
+The FAB is edgefld.server.link.
+"""
 
 from __future__ import annotations
 
 import signal
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edgefld.errors import EdgeflError
 from edgefld.logs import get_logger
@@ -36,7 +40,7 @@ class SuperLink:
         self.log_path = log_path
         self.node_auth = node_auth
         self.port = free_loopback_port()
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.root_certificates: bytes | None = None  # the loopback CA (PEM) when node_auth is on
 
     @property
@@ -102,7 +106,8 @@ class SuperLink:
         try:
             with urllib.request.urlopen(f"{scheme}://{self.address}/health", timeout=2,
                                         context=self.client_context()) as response:
-                return response.status == 200
+                status: int = response.status
+                return status == 200
         except (urllib.error.URLError, OSError):
             return False
 

@@ -48,9 +48,8 @@ class DatabaseState:
 
 def _flower_heads() -> frozenset[str]:
     from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
-
     from flwr.supercore.state.alembic.utils import build_alembic_config
+    from sqlalchemy import create_engine
 
     engine = create_engine("sqlite://")
     try:
@@ -67,9 +66,8 @@ def _flower_tables() -> frozenset[str]:
 
 def _migrate(path: Path) -> None:
     """Bring the database at ``path`` to Flower's newest revision, as the SuperLink would at start."""
-    from sqlalchemy import create_engine
-
     from flwr.supercore.state.alembic.utils import run_migrations
+    from sqlalchemy import create_engine
 
     quiet = logging.getLogger("alembic")
     level = quiet.level
@@ -137,7 +135,7 @@ def prepare_database(path: Path) -> str | None:
             _build(path, work, source=path)
             before = ", ".join(sorted(state.revisions)) or "empty"
             return f"{path}: Flower's schema migrated from revision {before} to the newest, in one step"
-        except Exception as exc:  # noqa: BLE001 - Alembic and SQLAlchemy raise many types; all mean "unusable"
+        except Exception as exc:  # Alembic and SQLAlchemy raise many types; all mean "unusable"
             _remove(work)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problem = f"half-migrated: continuing its migration fails ({first[:200]})"

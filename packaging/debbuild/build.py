@@ -11,11 +11,24 @@ from pathlib import Path
 from debbuild.base import PACKAGING, REPO, BuildError, Paths, log, run
 from debbuild.lock import read_lock, write_lock
 from debbuild.package import PackageSpec, Release, build_package
-from debbuild.product import BACKEND_PACKAGE_PREFIX, EDGEFL_SCRIPTS, UNITS, VENV_TRIGGER, backend_description, \
-    backend_find_links, backend_roots, changelog_top, debian_version, edgefl_description, load_backends, \
-    load_settings, read_changelog, upstream_version
+from debbuild.product import (
+    BACKEND_PACKAGE_PREFIX,
+    EDGEFL_SCRIPTS,
+    UNITS,
+    VENV_TRIGGER,
+    backend_description,
+    backend_find_links,
+    backend_roots,
+    changelog_top,
+    debian_version,
+    edgefl_description,
+    load_backends,
+    load_settings,
+    read_changelog,
+    upstream_version,
+)
 from debbuild.staging import gzip_bytes
-from debbuild.target import PYTHON_VERSION, VENV, Arch, pyvenv_cfg, python_depends
+from debbuild.target import PYTHON_VERSION, VENV, Arch, python_depends, pyvenv_cfg
 from debbuild.wheels import build_edgefl_wheel, ensure_cached
 
 

@@ -77,7 +77,8 @@ def license_from_metadata(headers: email.message.Message) -> str:
     expression = (headers.get("License-Expression") or "").strip()
     if expression:
         return expression
-    field = " ".join((headers.get("License") or "").split()) if "\n" not in (headers.get("License") or "").strip() else ""
+    declared = headers.get("License") or ""
+    field = " ".join(declared.split()) if "\n" not in declared.strip() else ""
     if field.upper() in ("UNKNOWN", "NONE"):
         field = ""
     if field.lower() in _FREE_TEXT_LICENSES:
@@ -169,7 +170,8 @@ def copyright_file(package: str, dists: list[tuple[Distribution, list[str]]], ye
     for dist, tops in dists:
         files = [f"{site}/{t}" for t in tops]
         if dist.name == "edgefl":
-            paragraphs.append(_wrap_field("Files", files) + f"\nCopyright: {year} edgefl maintainers\nLicense: Apache-2.0")
+            paragraphs.append(_wrap_field("Files", files)
+                              + f"\nCopyright: {year} edgefl maintainers\nLicense: Apache-2.0")
             paragraphs.append(
                 f"Files: {site}/edgefld/datasets/digits/*\n"
                 "Copyright: 1998 E. Alpaydin, C. Kaynak (UCI Optical Recognition of Handwritten Digits)\n"

@@ -16,8 +16,15 @@ from pathlib import Path
 
 from debbuild.base import PACKAGING, PIP, REPO, BuildError, Paths, log, normalize_name, parse_metadata, run
 from debbuild.product import load_backends
-from debbuild.target import PYTHON_VERSION, TARGET_GLIBC, Arch, pip_target_args, platform_tags, \
-    tag_compatible, target_environment
+from debbuild.target import (
+    PYTHON_VERSION,
+    TARGET_GLIBC,
+    Arch,
+    pip_target_args,
+    platform_tags,
+    tag_compatible,
+    target_environment,
+)
 from debbuild.wheels import build_edgefl_wheel, fetch_backend_roots, fetch_sdist_wheel
 
 LOCK_FORMAT = 1
@@ -167,7 +174,7 @@ def write_lock(arch: Arch, paths: Paths, settings: dict, epoch: int) -> Path:
 def lock_inputs(arch: Arch, wheel: Path, backends: dict[str, dict], settings: dict) -> dict:
     """What the lock was made from: a build refuses a lock whose inputs changed since."""
     return {
-        "python": PYTHON_VERSION, "glibc": "%d.%d" % TARGET_GLIBC,
+        "python": PYTHON_VERSION, "glibc": "{}.{}".format(*TARGET_GLIBC),
         "platforms": platform_tags(arch),
         "edgefl_requires": wheel_requires(wheel),
         "backend_requirements": {package: sorted(b["requirements"]) for package, b in backends.items()},

@@ -19,8 +19,16 @@ from debbuild.base import PACKAGING, BuildError, Paths, log
 from debbuild.elf import system_depends
 from debbuild.licences import copyright_file, distributions
 from debbuild.nfpm import NFPM_SCRIPT, run_nfpm
-from debbuild.staging import file_list, gzip_bytes, install_wheels, normalize_tree, prune_site_packages, \
-    tidy_site_packages, write, write_console_scripts
+from debbuild.staging import (
+    file_list,
+    gzip_bytes,
+    install_wheels,
+    normalize_tree,
+    prune_site_packages,
+    tidy_site_packages,
+    write,
+    write_console_scripts,
+)
 from debbuild.target import VENV, Arch
 
 # What shapes a package besides its spec: the builder itself and what it reads.

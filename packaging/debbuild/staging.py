@@ -93,6 +93,7 @@ def tidy_site_packages(site: Path, bin_dir: Path) -> dict[str, str]:
 def console_scripts(entry_points_text: str) -> dict[str, str]:
     """[console_scripts] of an entry_points.txt: script name -> 'module:attr'."""
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    # configparser's documented way to keep keys' case; typeshed declares optionxform a method.
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(entry_points_text)
     if not parser.has_section("console_scripts"):

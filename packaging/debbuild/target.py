@@ -4,8 +4,8 @@ architectures, the venv's place, and which wheels fit it (pure functions of thei
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 PYTHON_VERSION = "3.11"            # /usr/bin/python3.11
 PYTHON_TAG = "cp311"

@@ -43,8 +43,10 @@ def fetch_sdist_wheel(name: str, version: str, sha256: str | None, cache: Path) 
     if not found or (sha256 and sha256_of(found[0]) != sha256):
         for stale in found:
             stale.unlink()
-        run(PIP + ["download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", str(sdist_dir), f"{name}=={version}"])
-        found = [p for p in sdist_dir.glob("*") if normalize_name(p.name).startswith(normalize_name(f"{name}-{version}."))]
+        run(PIP + ["download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", str(sdist_dir),
+                   f"{name}=={version}"])
+        prefix = normalize_name(f"{name}-{version}.")
+        found = [p for p in sdist_dir.glob("*") if normalize_name(p.name).startswith(prefix)]
     if len(found) != 1:
         raise BuildError(f"could not fetch the sdist of {name} {version}")
     sdist = found[0]

@@ -44,6 +44,7 @@ from tests.system.nspawn import MIRROR, SUITE, cache_dir
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "packaging"))
 from debbuild import target  # noqa: E402 - packaging/ holds the build scripts and their package
+
 STEPS_SCRIPT = REPO / "tests/backends/litert_steps.py"
 HOST_PACKAGES = {"qemu-x86_64-static": "qemu-user-static", "qemu-aarch64-static": "qemu-user-static",
                  "debootstrap": "debootstrap", "dpkg-deb": "dpkg", "unshare": "util-linux"}
@@ -84,7 +85,8 @@ class CpuKind:
 NATIVE = CpuKind("this machine", "the developer's or CI's CPU", platform.machine())
 KINDS = [
     NATIVE,
-    CpuKind("x86-64 AVX2, no AVX-512 (qemu Haswell-v4)", "servers and desktops without AVX-512", "x86_64", "Haswell-v4"),
+    CpuKind("x86-64 AVX2, no AVX-512 (qemu Haswell-v4)", "servers and desktops without AVX-512", "x86_64",
+            "Haswell-v4"),
     CpuKind("aarch64 Cortex-A53 (qemu)", "Raspberry Pi 3, Zero 2 W", "aarch64", "cortex-a53", "rpi3b-aarch64"),
     CpuKind("aarch64 Cortex-A72 (qemu)", "Raspberry Pi 4, Jetson Nano (A57)", "aarch64", "cortex-a72", "rpi4-8gb"),
     CpuKind("aarch64 Cortex-A76 (qemu)", "Raspberry Pi 5, Jetson Orin (A78AE)", "aarch64", "cortex-a76", "pi5-16gb"),
@@ -144,7 +146,7 @@ def _download(items: list[dict], into: Path) -> list[Path]:
     """The lock's wheels for ``items`` (hash-checked by pip), cached in ``into``."""
     into.mkdir(parents=True, exist_ok=True)
     paths = [into / item["filename"] for item in items]
-    missing = [item for item, path in zip(items, paths) if not path.exists()]
+    missing = [item for item, path in zip(items, paths, strict=True) if not path.exists()]
     if missing:
         requirements = into / "requirements.txt"
         requirements.write_text("".join(f"{i['name']}=={i['version']} --hash=sha256:{i['sha256']}\n" for i in missing))

@@ -28,8 +28,8 @@ import numpy as np
 # Runnable from a checkout (or a copy of it under qemu) without installing edgefl.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edgefld.backends import litert_backend  # noqa: E402
-from edgefld.tasks import get_task  # noqa: E402
+from edgefld.backends import litert_backend  # noqa: E402 - importable once sys.path holds the repository (above)
+from edgefld.tasks import get_task  # noqa: E402 - likewise
 
 
 def weights_of(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -36,6 +36,7 @@ conditioned (the MLP and LeNet-5, whose margins stay far above rounding).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +177,7 @@ def reference_step(task: Task, weights: list[np.ndarray], velocities: list[np.nd
 
     model = build_model(task).to(torch.float64)
     names = weight_names(task)
-    state = dict(zip(names, (torch.as_tensor(np.asarray(w, np.float64)) for w in weights)))
+    state = dict(zip(names, (torch.as_tensor(np.asarray(w, np.float64)) for w in weights), strict=True))
     model.load_state_dict(state, strict=False)
 
     class FixedMask(torch.nn.Module):
@@ -216,7 +217,7 @@ def reference_logits(task: Task, weights: list[np.ndarray], x: np.ndarray) -> np
 
     model = build_model(task).to(torch.float64)
     model.load_state_dict(dict(zip(weight_names(task), (torch.as_tensor(np.asarray(w, np.float64))
-                                                        for w in weights))), strict=False)
+                                                        for w in weights), strict=True)), strict=True)
     model.eval()
     with torch.no_grad():
         return model(torch.as_tensor(x).permute(0, 3, 1, 2).contiguous().to(torch.float64)).numpy()
@@ -247,7 +248,7 @@ def _velocities(task: Task, start, trajectory, k: int, momentum_carried: bool) -
     earlier = start if k == 1 else trajectory[k - 2]
     before = trajectory[k - 1]
     return [(np.asarray(a, np.float64) - np.asarray(b, np.float64)) / task.learning_rate if moved else np.zeros(0)
-            for a, b, moved in zip(earlier, before, trainable(task))]
+            for a, b, moved in zip(earlier, before, trainable(task), strict=True)]
 
 
 def lockstep(task: Task, start: list[np.ndarray], trajectory: list[list[np.ndarray]], x, y, masks,
@@ -271,7 +272,7 @@ def largest_difference(task: Task, got: list[np.ndarray], expected: list[np.ndar
     """The largest absolute difference over all arrays, and the array it is in."""
     return max(
         (float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()), spec.name)
-        for a, b, spec in zip(got, expected, model_layout(task.model))
+        for a, b, spec in zip(got, expected, model_layout(task.model), strict=True)
     )
 
 
@@ -299,6 +300,14 @@ class StepComparison:
         return text
 
 
+def _distance_with_flips(task: Task, before: list[np.ndarray], velocities: list[np.ndarray] | None,
+                         x: np.ndarray, y: np.ndarray, mask: np.ndarray | None, got: list[np.ndarray],
+                         flips: frozenset[tuple[int, int]]) -> float:
+    """How far ``got`` is from the float64 step from ``before`` with ``flips`` sent to their other branch."""
+    step = reference_step(task, before, velocities, x, y, mask, flips)
+    return largest_difference(task, got, step.weights)[0]
+
+
 def compare_lockstep(task: Task, start: list[np.ndarray], trajectory: list[list[np.ndarray]], x, y, masks,
                      tolerance: float, *, momentum_carried: bool = True, max_flips: int = 3,
                      candidates: int = 12) -> list[StepComparison]:
@@ -312,17 +321,15 @@ def compare_lockstep(task: Task, start: list[np.ndarray], trajectory: list[list[
     """
     references = lockstep(task, start, trajectory, x, y, masks, momentum_carried)
     results = []
-    for k, (got, reference) in enumerate(zip(trajectory, references)):
+    for k, (got, reference) in enumerate(zip(trajectory, references, strict=True)):
         difference, where = largest_difference(task, got, reference.weights)
         comparison = StepComparison(k + 1, difference, where, reference.kinks)
         if difference > tolerance and reference.kinks.near:
             before = start if k == 0 else trajectory[k - 1]
             velocities = _velocities(task, start, trajectory, k, momentum_carried)
 
-            def distance_with(flips: frozenset[tuple[int, int]]) -> float:
-                step = reference_step(task, before, velocities, _batch(x, k), _batch(y, k), masks[k], flips)
-                return largest_difference(task, got, step.weights)[0]
-
+            distance_with = functools.partial(_distance_with_flips, task, before, velocities, _batch(x, k),
+                                              _batch(y, k), masks[k], got)
             pool = [(call, flat) for _, call, flat in sorted(reference.kinks.near)[:candidates]]
             flips: frozenset[tuple[int, int]] = frozenset()
             best = difference

@@ -182,7 +182,7 @@ def lively_weights(task: Task, canonical: Backend, seed: int = 0) -> Weights:
 def largest_difference(task: Task, first: Weights, second: Weights) -> tuple[float, str]:
     """The largest absolute difference between two weight lists, and the weight it is in."""
     return max(
-        (float(np.abs(a - b).max()), spec.name) for a, b, spec in zip(first, second, task_layout(task))
+        (float(np.abs(a - b).max()), spec.name) for a, b, spec in zip(first, second, task_layout(task), strict=True)
     )
 
 
@@ -277,7 +277,7 @@ def test_two_epochs_of_three_batches_agree_with_float64(trained, canonical):
     margin = min(step.kinks.distance for step in reference)
     difference, where = largest_difference(task, got.weights, reference[-1].weights)
     moved, _ = largest_difference(task, reference[-1].weights, start)
-    expected_loss = sum(step.loss * len(b) for step, b in zip(reference[-3:], order[-3:])) / 24
+    expected_loss = sum(step.loss * len(b) for step, b in zip(reference[-3:], order[-3:], strict=True)) / 24
     print(f"\n{trained.name} vs float64 torch, digits, 6 steps: weights moved up to {moved:.3g}, max abs difference "
           f"{difference:.3g} ({where}); kink margin {margin:.2g}; loss {expected_loss:.6f} vs {got.loss:.6f}")
     assert margin > numerics.KINK_MARGIN

@@ -9,7 +9,7 @@ from edgefld.backends.layout import check_weights, model_layout, task_layout
 from edgefld.tasks import TASKS, get_task
 
 torch = pytest.importorskip("torch")
-from edgefld.backends.torch_models import build_model, weight_tensors  # noqa: E402
+from edgefld.backends.torch_models import build_model, weight_tensors  # noqa: E402 - imports torch: after the skip
 
 
 @pytest.mark.parametrize("task_name", sorted(TASKS))

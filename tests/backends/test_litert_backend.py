@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert")
+# None of these imports ai_edge_litert: litert_backend loads its interpreter when a model is first run.
+from edgefld.backends import litert_backend
+from edgefld.backends.base import batch_slices, load_backend, shuffle_orders
+from edgefld.backends.layout import model_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, get_task
+from tests.backends import numerics
+from tests.backends.numerics import learnable_batch, perturbed_weights
 
-from edgefld.backends import litert_backend  # noqa: E402
-from edgefld.backends.base import batch_slices, load_backend, shuffle_orders  # noqa: E402
-from edgefld.backends.layout import model_layout  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, get_task  # noqa: E402
-from tests.backends import numerics  # noqa: E402
-from tests.backends.numerics import learnable_batch, perturbed_weights  # noqa: E402
+pytest.importorskip("ai_edge_litert")
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 
@@ -61,7 +62,7 @@ def backend():
 
 def max_abs_diff(first: list[np.ndarray], second: list[np.ndarray]) -> float:
     assert [a.shape for a in first] == [b.shape for b in second]
-    return max(float(np.abs(a.astype(np.float64) - b).max()) for a, b in zip(first, second))
+    return max(float(np.abs(a.astype(np.float64) - b).max()) for a, b in zip(first, second, strict=True))
 
 
 # --- the shipped models ------------------------------------------------------------------------------
@@ -190,7 +191,8 @@ def test_sgd_steps_agree_with_float64_torch_step_by_step(backend, task):
     # Nothing is silently frozen: what torch changes, LiteRT changes (the tolerance alone would let a
     # frozen array of small updates pass). Some BatchNorm biases have an exactly zero gradient: the next
     # BatchNorm cancels any per-channel shift, so torch moves them by rounding noise only.
-    for spec, before, after, reference in zip(model_layout(task.model), start, trajectory[-1], references[-1].weights):
+    for spec, before, after, reference in zip(model_layout(task.model), start, trajectory[-1], references[-1].weights,
+                                              strict=True):
         if np.abs(reference - before).max() > 1e-5:
             assert np.abs(after - before).max() > 1e-5, f"{spec.name} did not change"
     running = [i for i, spec in enumerate(model_layout(task.model)) if spec.name.endswith("running_var")]
@@ -217,7 +219,7 @@ def test_backend_train_matches_float64_torch_over_epochs(backend):
     assert margin > numerics.KINK_MARGIN
     assert diff <= ONE_STEP_ATOL
     last_epoch = batches[-4:]
-    expected_loss = sum(step.loss * len(b) for step, b in zip(reference[-4:], last_epoch)) / len(x)
+    expected_loss = sum(step.loss * len(b) for step, b in zip(reference[-4:], last_epoch, strict=True)) / len(x)
     assert ours.loss == pytest.approx(expected_loss, rel=1e-5)
     again = backend.train(task, weights, images, labels, epochs=3, batch_size=8, seed=2)
     assert max_abs_diff(again.weights, ours.weights) == 0.0  # momentum starts from zero on every call
@@ -292,7 +294,7 @@ def test_train_follows_the_shared_training_order(backend, task):
             batch = order[bounds]
             model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
     assert [s.stop - s.start for s in batch_slices(9, 4)] == [4, 5]
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights, strict=True))
     # Another order (same masks) trains to other weights: the comparison above can fail.
     model = backend._model_with(task, weights)
     dropout_rng = litert_backend.dropout_generator(9)
@@ -300,7 +302,7 @@ def test_train_follows_the_shared_training_order(backend, task):
         for bounds in batch_slices(9, 4):
             batch = order[bounds]
             model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
-    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights))
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights, strict=True))
 
 
 def test_evaluate_matches_a_hand_computation(backend):
@@ -320,13 +322,13 @@ def test_evaluate_matches_a_hand_computation(backend):
 @pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.name)
 def test_same_seed_same_result(backend, task):
     first, again, other = (backend.initial_weights(task, seed=s) for s in (5, 5, 6))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[0], other[0])
     assert [(w.shape, w.dtype) for w in first] == [(s.shape, np.float32) for s in model_layout(task.model)]
     images, labels = learnable_batch(task, per_class=1)
     runs = [backend.train(task, first, images, labels, epochs=1, batch_size=4, seed=s) for s in (11, 11, 12)]
-    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights))
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights, strict=True))
 
 
 def test_trained_weights_are_not_changed_by_later_training(backend):
@@ -334,7 +336,7 @@ def test_trained_weights_are_not_changed_by_later_training(backend):
     first = backend.train(DIGITS, backend.initial_weights(DIGITS), images, labels, epochs=1, batch_size=8)
     snapshot = [w.copy() for w in first.weights]
     backend.train(DIGITS, first.weights, images, labels, epochs=1, batch_size=8)
-    assert all(np.array_equal(a, b) for a, b in zip(first.weights, snapshot))
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights, snapshot, strict=True))
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
@@ -354,7 +356,7 @@ def test_bad_weights_are_rejected_and_leave_the_model_untouched(backend):
     with pytest.raises(ValueError, match=r"weight 4 \(fc1\.weight\): expected dtype float32, got float64"):
         backend.train(MNIST, bad, images, labels, epochs=1, batch_size=4)
     loaded = backend._models["lenet5"].get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(loaded, weights))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, weights, strict=True))
     np.testing.assert_array_equal(backend.predict(MNIST, weights, images), reference)
 
 

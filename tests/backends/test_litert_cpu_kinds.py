@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefld.tasks import get_task
+from tests.backends import cpu_kinds, numerics
+
 pytest.importorskip("torch")
 
-from edgefld.tasks import get_task  # noqa: E402
-from tests.backends import cpu_kinds, numerics  # noqa: E402
+# After the skip above: this import skips without ai_edge_litert, and torch's absence is the one to name first.
 from tests.backends.test_litert_backend import LOGITS_ATOL, MULTI_STEPS, ONE_STEP_ATOL  # noqa: E402
 
 pytestmark = pytest.mark.cpus

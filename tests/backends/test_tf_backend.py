@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pytest
 
+from edgefld.backends.layout import task_layout
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, Task, get_task
+
 tf = pytest.importorskip("tensorflow")
 
-from edgefld.backends.base import load_backend  # noqa: E402
-from edgefld.backends.layout import task_layout  # noqa: E402
-from edgefld.backends.tf_backend import TFBackend, create_backend  # noqa: E402
-from edgefld.backends.tf_models import build_model, make_divisible  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, Task, get_task  # noqa: E402
+from edgefld.backends.tf_backend import TFBackend, create_backend  # noqa: E402 - imports TensorFlow: after the skip
+from edgefld.backends.tf_models import build_model, make_divisible  # noqa: E402 - likewise
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 
@@ -63,8 +63,8 @@ def test_weights_round_trip_exactly(task):
     model.set_weights(weights)
     back = model.get_weights()
     again = model.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(weights, back))
-    assert all(np.array_equal(a, b) for a, b in zip(back, again))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, back, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(back, again, strict=True))
     # The arrays handed out are the caller's own: changing the model leaves them alone.
     model.slots[0].variable.assign_add(tf.ones(model.slots[0].variable.shape))
     assert np.array_equal(back[0], weights[0])
@@ -76,7 +76,7 @@ def test_keras_kernels_hold_the_canonical_arrays_transposed():
     weights = random_weights(CIFAR10, seed=2)
     model.set_weights(weights)
     slots = {slot.name: slot.variable.numpy() for slot in model.slots}
-    canonical = {spec.name: array for spec, array in zip(task_layout(CIFAR10), weights)}
+    canonical = {spec.name: array for spec, array in zip(task_layout(CIFAR10), weights, strict=True)}
     stem = canonical["features.0.0.weight"]  # (16, 3, 3, 3) OIHW
     assert np.array_equal(slots["features.0.0.weight"][1, 2, 0, 5], stem[5, 0, 1, 2])
     depthwise = canonical["features.1.block.0.0.weight"]  # (16, 1, 3, 3)
@@ -93,7 +93,7 @@ def test_mobilenet_squeeze_channels_are_torchvisions():
 @pytest.mark.parametrize("task", TASKS.values(), ids=TASKS)
 def test_same_seed_same_initial_weights(backend, task):
     first, again, other = (backend.initial_weights(task, seed=s) for s in (5, 5, 6))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[0], other[0])
 
 
@@ -142,7 +142,7 @@ def test_rejected_weights_leave_the_model_untouched():
     bad[-1] = np.ones((11,), np.float32)
     with pytest.raises(ValueError, match="weight 3"):
         model.set_weights(bad)
-    assert all(np.array_equal(a, b) for a, b in zip(good, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(good, model.get_weights(), strict=True))
 
 
 def test_bad_inputs_are_rejected(backend):
@@ -200,7 +200,7 @@ def test_mobilenet_trains_on_four_images_and_a_lone_trailing_one(backend):
     result = backend.train(CIFAR10, weights, images[:5], labels[:5], epochs=2, batch_size=4)
     assert np.isfinite(result.loss) and result.num_examples == 5
     names = [spec.name for spec in task_layout(CIFAR10)]
-    changed = {name for name, a, b in zip(names, result.weights, weights) if not np.array_equal(a, b)}
+    changed = {name for name, a, b in zip(names, result.weights, weights, strict=True) if not np.array_equal(a, b)}
     # Trainable weights and BatchNorm running statistics all move.
     assert {"features.0.0.weight", "features.0.1.running_mean", "features.0.1.running_var",
             "classifier.3.weight"} <= changed
@@ -256,8 +256,8 @@ def test_same_seed_same_training(backend, task):
     weights = backend.initial_weights(task, seed=5)
     images, labels = learnable_batch(task, per_class=1)
     runs = [backend.train(task, weights, images, labels, epochs=1, batch_size=4, seed=s) for s in (11, 11, 12)]
-    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights))
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights, strict=True))
 
 
 # --- construction ----------------------------------------------------------------------------

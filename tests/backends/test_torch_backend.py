@@ -9,13 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from edgefld.backends.base import load_backend
+from edgefld.errors import BackendUnavailable
+from edgefld.tasks import TASKS, Task, get_task
+
 torch = pytest.importorskip("torch")
 
-from edgefld.backends.base import load_backend  # noqa: E402
+# These import torch: after the skip.
 from edgefld.backends.torch_backend import MomentumSGD, TorchBackend, create_backend, model_inputs  # noqa: E402
 from edgefld.backends.torch_models import build_model, get_weights, set_weights, weight_names  # noqa: E402
-from edgefld.errors import BackendUnavailable  # noqa: E402
-from edgefld.tasks import TASKS, Task, get_task  # noqa: E402
 
 DIGITS, MNIST, CIFAR10 = get_task("digits"), get_task("mnist"), get_task("cifar10")
 
@@ -71,7 +73,7 @@ def test_weights_follow_state_dict_order_without_batch_counters(backend, task):
 def test_small_model_layouts(backend, task_name):
     task = get_task(task_name)
     weights = backend.initial_weights(task)
-    assert list(zip(weight_names(task), (w.shape for w in weights))) == EXPECTED_LAYOUT[task_name]
+    assert list(zip(weight_names(task), (w.shape for w in weights), strict=True)) == EXPECTED_LAYOUT[task_name]
 
 
 def test_mobilenet_layout():
@@ -91,7 +93,7 @@ def test_weights_round_trip_exactly(task):
     weights = [rng.standard_normal(w.shape).astype(np.float32) for w in get_weights(model)]
     set_weights(task, model, weights)
     back = get_weights(model)
-    assert all(np.array_equal(a, b) for a, b in zip(weights, back))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, back, strict=True))
     # The arrays handed out are the caller's own: changing the model leaves them alone.
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
@@ -103,7 +105,7 @@ def test_trained_weights_are_not_changed_by_later_training(backend):
     first = backend.train(DIGITS, backend.initial_weights(DIGITS), images, labels, epochs=1, batch_size=8)
     snapshot = [w.copy() for w in first.weights]
     backend.train(DIGITS, first.weights, images, labels, epochs=1, batch_size=8)
-    assert all(np.array_equal(a, b) for a, b in zip(first.weights, snapshot))
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights, snapshot, strict=True))
 
 
 # --- bad weights -----------------------------------------------------------------------------
@@ -136,7 +138,7 @@ def test_rejected_weights_leave_the_model_untouched():
     bad[-1] = np.ones((11,), np.float32)
     with pytest.raises(ValueError, match="weight 3"):
         set_weights(DIGITS, model, bad)
-    assert all(np.array_equal(a, b) for a, b in zip(before, get_weights(model)))
+    assert all(np.array_equal(a, b) for a, b in zip(before, get_weights(model), strict=True))
 
 
 def test_bad_inputs_are_rejected(backend):
@@ -239,7 +241,7 @@ def test_momentum_sgd_matches_torch_optim_sgd():
             model.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(inputs), targets).backward()
             optimizer.step()
-    for ours_weight, reference_weight in zip(get_weights(ours), get_weights(reference)):
+    for ours_weight, reference_weight in zip(get_weights(ours), get_weights(reference), strict=True):
         np.testing.assert_array_equal(ours_weight, reference_weight)
 
 
@@ -249,12 +251,12 @@ def test_momentum_sgd_matches_torch_optim_sgd():
 @pytest.mark.parametrize("task", TASKS.values(), ids=TASKS)
 def test_same_seed_same_weights(backend, task):
     first, again, other = (backend.initial_weights(task, seed=s) for s in (5, 5, 6))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[0], other[0])
     images, labels = learnable_batch(task, per_class=1)
     runs = [backend.train(task, first, images, labels, epochs=1, batch_size=4, seed=s) for s in (11, 11, 12)]
-    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights))
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].weights, runs[2].weights, strict=True))
 
 
 def test_backend_leaves_global_random_state_alone(backend):

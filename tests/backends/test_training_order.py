@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ def test_orders_are_numpys_permutations_one_per_epoch():
     rng = np.random.default_rng(7)
     expected = [rng.permutation(10) for _ in range(3)]
     orders = list(shuffle_orders(10, 3, seed=7))
-    assert len(orders) == 3 and all(np.array_equal(a, b) for a, b in zip(orders, expected))
+    assert len(orders) == 3 and all(np.array_equal(a, b) for a, b in zip(orders, expected, strict=True))
     assert not np.array_equal(orders[0], orders[1])
     assert not np.array_equal(orders[0], next(shuffle_orders(10, 1, seed=8)))
 
@@ -34,4 +36,4 @@ def test_batches_cover_the_order_once(num_examples, batch_size, sizes):
     slices = batch_slices(num_examples, batch_size)
     assert [s.stop - s.start for s in slices] == sizes
     assert slices[0].start == 0 and slices[-1].stop == num_examples
-    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(slices))

@@ -21,9 +21,9 @@ import io
 import os
 import pickle
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -277,7 +277,7 @@ class _RunsCode:
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -424,7 +424,7 @@ def _ca(d: Path, *, expired: bool = False, name: str = "pki") -> None:
 
     key = ec.generate_private_key(ec.SECP384R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired else (
         now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30))
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -449,7 +449,7 @@ def _server_cert(d: Path, *, expired: bool = False) -> None:
     ca_key = serialization.load_pem_private_key((d / "pki" / "ca.key").read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate((d / "pki" / "ca.crt").read_bytes())
     key = ec.generate_private_key(ec.SECP384R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     end = now - datetime.timedelta(days=1) if expired else now + datetime.timedelta(days=30)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))

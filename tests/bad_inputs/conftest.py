@@ -7,7 +7,7 @@ from collections import Counter
 TALLY: Counter[str] = Counter()  # "tried", "as expected", "tracebacks"
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if TALLY["tried"]:
         terminalreporter.write_line(
             f"bad inputs: {TALLY['tried']} tried, {TALLY['as expected']} exited as expected, "

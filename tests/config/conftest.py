@@ -7,7 +7,7 @@ from collections import Counter
 FUZZ: Counter[str] = Counter()  # inputs per strategy, and "<strategy> errors" for those refused
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     strategies = [name for name in FUZZ if not name.endswith(" errors")]
     if strategies:
         parts = [f"{name} {FUZZ[name]} ({FUZZ[name + ' errors']} refused)" for name in strategies]

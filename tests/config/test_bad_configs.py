@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 VALID_CLIENT = b'[client]\ncid = 3\nserver = "10.0.0.5:9092"\n'
@@ -23,15 +21,18 @@ BAD_CONFIGS: list[tuple[str, bytes, tuple[str, ...], int | None]] = [
     ("table-is-a-value", b'server = "a:1"\n', ("server", "must be a table"), 1),
     ("missing-server", b'[client]\ncid = 3\n', ("[client] server", "missing required key"), 1),
     ("missing-cid", b'[client]\nserver = "a:1"\n', ("[client] cid", "missing required key"), 1),
-    ("server-no-port", b'[client]\ncid = 3\nserver = "10.0.0.5"\n', ("[client] server", "port is missing", "host:port"), 3),
+    ("server-no-port", b'[client]\ncid = 3\nserver = "10.0.0.5"\n',
+     ("[client] server", "port is missing", "host:port"), 3),
     ("server-port-0", b'[client]\ncid = 3\nserver = "h:0"\n', ("[client] server", "outside 1..65535"), 3),
     ("server-port-huge", b'[client]\ncid = 3\nserver = "h:70000"\n', ("[client] server", "outside 1..65535"), 3),
     ("server-port-text", b'[client]\ncid = 3\nserver = "h:http"\n', ("[client] server", "not a number"), 3),
     ("server-bad-ipv4", b'[client]\ncid = 3\nserver = "10.0.0.300:1"\n', ("[client] server", "not an IPv4"), 3),
     ("server-bare-ipv6", b'[client]\ncid = 3\nserver = "::1:9092"\n', ("[client] server", "[addr]:port"), 3),
-    ("server-bad-hostname", b'[client]\ncid = 3\nserver = "bad_host!:1"\n', ("[client] server", "not a valid host name"), 3),
+    ("server-bad-hostname", b'[client]\ncid = 3\nserver = "bad_host!:1"\n',
+     ("[client] server", "not a valid host name"), 3),
     ("server-as-int", b'[client]\ncid = 3\nserver = 9092\n', ("[client] server", "host:port", "integer 9092"), 3),
-    ("backend-unknown", b'[client]\ncid = 3\nserver = "a:1"\nbackend = "jax"\n', ("[client] backend", '"litert"', '"jax"'), 4),
+    ("backend-unknown", b'[client]\ncid = 3\nserver = "a:1"\nbackend = "jax"\n',
+     ("[client] backend", '"litert"', '"jax"'), 4),
     ("data-dir-empty", b'[client]\ncid = 3\nserver = "a:1"\ndata_dir = ""\n', ("[client] data_dir", "path"), 4),
     ("listen-bad", b'[server]\nlisten = "0.0.0.0"\n', ("[server] listen", "port is missing"), 2),
     ("task-unknown", b'[server]\ntask = "imagenet"\n', ("[server] task", '"cifar10"', '"imagenet"'), 2),
@@ -107,7 +108,8 @@ def test_unreadable_file_exits_78(tmp_path):
     path.chmod(0)
     code, err = _check_config_as_unprivileged(path)
     assert code == 78
-    assert err == f"edgefl: {path}: permission denied; it must be readable by the user running edgefl (e.g. the edgefl service user)\n"
+    assert err == (f"edgefl: {path}: permission denied; it must be readable by the user running edgefl "
+                   "(e.g. the edgefl service user)\n")
 
 
 @pytest.mark.parametrize("kind", ["directory", "missing", "too-large"])

@@ -13,7 +13,6 @@ from edgefld.config import load_config, resolve_config_path
 from edgefld.config.schema import KEYS, parse_host_port
 from edgefld.config.template import default_config_text
 from edgefld.errors import ConfigError
-
 from tests.conftest import REPO
 
 
@@ -115,7 +114,7 @@ def test_shipped_file_documents_every_key_with_its_default():
         assert f"#[{key.table}]" in shipped
         value = key.example if key.required or key.optional else key.default
         table_text = shipped.split(f"#[{key.table}]", 1)[1].split("\n#[", 1)[0]
-        line = next(l for l in table_text.splitlines() if l.startswith(f"#{key.name} = "))
+        line = next(text for text in table_text.splitlines() if text.startswith(f"#{key.name} = "))
         # Uncommenting the line gives valid TOML holding the documented value.
         assert tomllib.loads(line[1:])[key.name] == value
 
@@ -124,8 +123,8 @@ def test_shipped_file_is_valid_and_uncommented_it_is_valid_too(tmp_path, edgefl_
     code, out, _ = edgefl_cli("check-config", str(REPO / "etc" / "edgefl.toml"))
     assert code == 0 and out.endswith(": OK\n")
     # Uncomment every table and key: the documented defaults themselves must validate.
-    lines = [l[1:] if l.startswith("#[") or (l.startswith("#") and " = " in l and not l.startswith("# ")) else l
-             for l in default_config_text().splitlines()]
+    lines = [line[1:] if line.startswith("#[") or (line.startswith("#") and " = " in line and not line.startswith("# "))
+             else line for line in default_config_text().splitlines()]
     config = load_config(write(tmp_path, "\n".join(lines) + "\n"))
     assert config.client.cid == 0 and config.server.listen == "0.0.0.0:9092"
 

@@ -138,7 +138,7 @@ def toml_key(name: str) -> str:
 toml_strings = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 any_value = st.recursive(
     st.one_of(st.integers(-(2**80), 2**80), st.floats(), toml_strings, st.booleans(),
-              st.datetimes(timezones=st.just(datetime.timezone.utc)), st.dates()),
+              st.datetimes(timezones=st.just(datetime.UTC)), st.dates()),
     lambda inner: st.one_of(st.lists(inner, max_size=3),
                             st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True), inner, max_size=3)),
     max_leaves=6,

@@ -44,8 +44,8 @@ def test_ensure_builds_digits_from_the_package(tmp_path: Path) -> None:
     all_images = np.concatenate([store.train_x, store.test_x])
     assert (int(all_images.min()), int(all_images.max())) == (0, 16)
     # Every stored sample is a row of the shipped file, each row used once.
-    stored = {(image.tobytes(), int(label)) for image, label in zip(all_images, all_labels)}
-    shipped = {(image.astype(np.uint8).tobytes(), int(label)) for image, label in zip(images, labels)}
+    stored = {(image.tobytes(), int(label)) for image, label in zip(all_images, all_labels, strict=True)}
+    shipped = {(image.astype(np.uint8).tobytes(), int(label)) for image, label in zip(images, labels, strict=True)}
     assert len(stored) == len(shipped) and stored == shipped
     assert DATASETS["digits"].value_range == (0, 16)
 

@@ -89,7 +89,8 @@ def test_checksum_mismatch_on_every_mirror_fails_with_import_hint(http_root: tup
     assert str(raised.value) == (
         "could not download train-images-idx3-ubyte.gz ("
         f"{base_url}a/train-images-idx3-ubyte.gz: md5 {checksums['train-images-idx3-ubyte.gz']}, expected {'0' * 32}; "
-        f"{base_url}b/train-images-idx3-ubyte.gz: md5 {md5(root / 'b' / 'train-images-idx3-ubyte.gz')}, expected {'0' * 32}"
+        f"{base_url}b/train-images-idx3-ubyte.gz: md5 {md5(root / 'b' / 'train-images-idx3-ubyte.gz')}, "
+        f"expected {'0' * 32}"
         "); on a board without internet copy the files to it and run `edgefl data import PATH`"
     )
     downloads = tmp_path / "data" / ".downloads" / "mnist"

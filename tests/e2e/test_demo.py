@@ -20,6 +20,6 @@ def test_demo_runs_a_local_federation(tmp_path):
     assert "round 1/2: 2 clients ok" in out and "round 2/2: 2 clients ok" in out
     assert "[client 0]" in out and "[client 1]" in out
     assert "Traceback" not in out + done.stderr
-    records = [json.loads(l) for l in (tmp_path / "server" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "server" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2]
     assert records[-1]["eval_accuracy"] > records[0]["eval_accuracy"] > 0.5

@@ -122,7 +122,7 @@ def test_a_fab_carrying_code_cannot_run_it_on_an_edgefl_board(tmp_path):
                 "evil_server.py": SERVER_CODE.format(out=str(tmp_path / "own.json")),
                 "evil_client.py": CLIENT_CODE.format(markers=str(markers / "own"))}),
         }
-        for (attack, fab), result in zip(attacks.items(), ("shadow", "own")):
+        for (attack, fab), result in zip(attacks.items(), ("shadow", "own"), strict=True):
             (markers / result).mkdir()
             run_id = control.submit(fab, {})
             deadline = time.monotonic() + 180

@@ -41,7 +41,7 @@ def test_two_clients_two_rounds_on_mnist_format_data(federation, mnist_files, ca
     # The global model learned: its loss on the server's test split fell round over round.
     assert records[1]["eval_loss"] < records[0]["eval_loss"], records
     assert records[1]["eval_accuracy"] > 0.3
-    for cid, client in enumerate(clients):
+    for client in clients:
         log = client.log()
         for round_ in (1, 2):
             assert f"round {round_} train: 540 samples" in log, log

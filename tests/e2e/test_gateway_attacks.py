@@ -49,7 +49,7 @@ class Sampler:
         while not self._stop.wait(0.2):
             self.peak_kib = max(self.peak_kib, sum(_rss_kib(pid) for pid in self.pids))
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 

@@ -135,7 +135,7 @@ class HostileServer:
                     try:
                         if conn.recv(65536) == b"":
                             raise ConnectionResetError
-                    except socket.timeout:
+                    except TimeoutError:
                         continue
             except (BrokenPipeError, ConnectionResetError):
                 with self._lock:
@@ -168,10 +168,11 @@ def test_a_hostile_server_neither_grows_hangs_nor_stops_a_board_which_then_rejoi
                            ("drip", "slower than 1024 bytes/s"),
                            ("garbage", None)):
             hostile.mode, started = mode, time.monotonic()
-            fed.wait_for(f"the SuperNode to drop a {mode} answer", lambda: hostile.count(mode) >= 1, timeout=60)
+            fed.wait_for(f"the SuperNode to drop a {mode} answer", lambda mode=mode: hostile.count(mode) >= 1,
+                         timeout=60)
             if line is not None:
                 fed.wait_for(f"the client to name the {mode} answer",
-                             lambda: "dropped an answer from the server after" in client.log()
+                             lambda line=line: "dropped an answer from the server after" in client.log()
                              and line in client.log(), timeout=10)
             assert client.alive(), client.log()
             figures[f"{mode} to the SuperNode"] = (f"{sampler.take()} MiB, dropped after "

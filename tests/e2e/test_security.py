@@ -85,7 +85,8 @@ def test_wrong_ca_or_tls_on_one_side_only_is_named_retried_and_a_fixed_server_re
     wrong_ca = fed.start_client(0, "--tls", "true", "--ca", str(other_ca / "ca.crt"))
     no_tls = fed.start_client(1, "--tls", "false")
     for client in (wrong_ca, no_tls):
-        fed.wait_for("a second refusal", lambda: client.log().count("trying again in") >= 2, timeout=120)
+        fed.wait_for("a second refusal", lambda client=client: client.log().count("trying again in") >= 2,
+                     timeout=120)
         assert client.alive(), client.log()
     lines = [line for line in wrong_ca.log().splitlines() if "trying again in" in line]
     assert (f"TLS: the server's certificate at 127.0.0.1:{fed.port} is not signed by [client] ca "

@@ -16,7 +16,7 @@ from tests.e2e.conftest import federation  # noqa: F401 - the fixture, shared wi
 from tests.e2e.federation import become_subreaper
 
 TABLE_PATH = Path(__file__).resolve().parents[2] / "build" / "faults-table.md"
-_ROWS: list["FaultRow"] = []
+_ROWS: list[FaultRow] = []
 _STARTED = time.monotonic()
 
 

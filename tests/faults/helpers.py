@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -58,7 +59,7 @@ def checkpoint_of(fed: Federation, round_: int) -> Checkpoint:
 
 def assert_model_chain(records: list[dict[str, Any]]) -> None:
     """Every round started from the model the round before it produced: nothing lost or redone twice."""
-    for before, after in zip(records, records[1:]):
+    for before, after in itertools.pairwise(records):
         assert after["start_model_sha256"] == before["model_sha256"], (before["round"], after["round"])
 
 

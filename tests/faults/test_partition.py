@@ -46,7 +46,8 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         assert "registered with" in clients[1].log()
         # Round 2 under way: client 1's ClientApp has trained 0.3 CPU-s (a fork is ready within a few
         # hundredths; CPU time does not depend on the load).
-        assert wait_until(lambda: any(cpu_seconds(pid) >= 0.3 for pid in children_running(clients[1], b"flwr-clientapp")),
+        assert wait_until(lambda: any(cpu_seconds(pid) >= 0.3
+                                      for pid in children_running(clients[1], b"flwr-clientapp")),
                           60, 0.02) is not None, clients[1].log()
         offset = len(clients[1].log())
         link.set_link(up=False)
@@ -55,8 +56,9 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         link.set_link(up=True)
         up_at = time.monotonic()
         cut_off = clients[1].log()[offset:]
-        say(f"link up again; while cut off, client 1 logged {len(cut_off.splitlines())} lines, e.g. "
-            f"{next((l for l in cut_off.splitlines() if 'retry' in l.lower() or 'fail' in l.lower()), '-')!r}")
+        example = next((line for line in cut_off.splitlines() if "retry" in line.lower() or "fail" in line.lower()),
+                       "-")
+        say(f"link up again; while cut off, client 1 logged {len(cut_off.splitlines())} lines, e.g. {example!r}")
 
         def rejoined() -> bool:
             text = clients[1].log()[offset:]
@@ -84,8 +86,9 @@ def test_partition_of_one_board_for_a_minute(federation, fault_row):
         assert all(c.alive() for c in clients)
         assert [server.process.pid] + [c.process.pid for c in clients] == pids
         round2 = records[1]
-        fault_row.happened = (f"round 2: {round2['clients_ok']} ok, {round2['clients_failed']} failed (node unavailable); "
-                              f"client 1 {how} (no manual restart) and trained round 3 (2 ok); run done "
+        fault_row.happened = (f"round 2: {round2['clients_ok']} ok, {round2['clients_failed']} failed "
+                              f"(node unavailable); client 1 {how} (no manual restart) and trained round 3 (2 ok); "
+                              "run done "
                               f"{trained_s:.0f} s after link up")
         fault_row.rounds_lost = "0"
         fault_row.recover_s = f"{rejoin_s:.1f} (link up -> rejoined; bound {REJOIN_BOUND_S:.0f})"

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -123,7 +122,8 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
     figures = {}
     for round_, how in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
         daemon = clients[1]
-        fed.wait_for(f"round {round_ - 1} in the metrics", lambda: len(rounds(fed)) >= round_ - 1, timeout=120)
+        fed.wait_for(f"round {round_ - 1} in the metrics", lambda round_=round_: len(rounds(fed)) >= round_ - 1,
+                     timeout=120)
         assert _wait_mid_round([daemon], training_cpu_s=0.3), f"client 1 never started training round {round_}"
         node = re.findall(r"registered with \S+ as node (-?\d+)", daemon.log())[-1]
         tree = processes_named(daemon.process.pid, b"")
@@ -151,7 +151,8 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
         offset = len(daemon.log())
         clients[1] = fed.start_client(1)
         fed.wait_for(f"the restarted client to train round {round_ + 1}",
-                     lambda: f"round {round_ + 1} train: " in clients[1].log()[offset:], timeout=120)
+                     lambda round_=round_, offset=offset:
+                     f"round {round_ + 1} train: " in clients[1].log()[offset:], timeout=120)
         figures[f"{how.name} -> next trained round"] = time.monotonic() - killed_at
         # The restarted daemon reports its own rounds only, not its predecessor's last one again.
         assert f"round {round_ - 1} train:" not in clients[1].log()[offset:], clients[1].log()[offset:]
@@ -171,7 +172,8 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
     assert rounds(fed) == [1, 2, 3, 4, 5]
     assert_model_chain(records)
     # The restarted board is back in the very next round, and no ghost of its old node is sampled: it left.
-    assert [(r["clients_ok"], r["clients_failed"]) for r in records] == [(2, 0), (1, 1), (2, 0), (1, 1), (2, 0)], records
+    outcomes = [(r["clients_ok"], r["clients_failed"]) for r in records]
+    assert outcomes == [(2, 0), (1, 1), (2, 0), (1, 1), (2, 0)], records
     errors = error_lines(fed.root)
     assert not errors, "\n".join(errors)
     fault_row.happened = (f"SIGTERM: ClientApp ended before the SuperNode; SIGKILL: last child gone "

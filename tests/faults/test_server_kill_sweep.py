@@ -74,12 +74,12 @@ def test_server_killed_at_a_sweep_of_instants(federation, fault_row):
         assert server.alive(), f"the start killed at {delay} s had already exited:\n{server.log()}"
         phase = _phase(fed, server)
         tree = _kill(server, how)
-        assert wait_until(lambda: not any(alive(pid) for pid in tree), 2.0, 0.02) is not None, \
+        assert wait_until(lambda tree=tree: not any(alive(pid) for pid in tree), 2.0, 0.02) is not None, \
             f"{how} at {delay} s: {[pid for pid in tree if alive(pid)]} outlived the server"
         phases[phase] = phases.get(phase, 0) + 1
         restart = fed.start_server(f"startup-{n}-restart")
         fed.wait_for(f"the restart after {how} at {delay} s ({phase}) to be ready",
-                     lambda: READY in restart.log() or not restart.alive(), timeout=90)
+                     lambda restart=restart: READY in restart.log() or not restart.alive(), timeout=90)
         assert restart.alive(), f"the restart after {how} at {delay} s ({phase}) exited:\n{restart.log()}"
         code, _ = fed.stop(restart)
         assert code == 0, restart.log()
@@ -100,14 +100,15 @@ def test_server_killed_at_a_sweep_of_instants(federation, fault_row):
         time.sleep(fraction * round_s)
         how = KILLS[n % len(KILLS)]
         tree = _kill(server, how)
-        assert wait_until(lambda: not any(alive(pid) for pid in tree), 2.0, 0.02) is not None
+        assert wait_until(lambda tree=tree: not any(alive(pid) for pid in tree), 2.0, 0.02) is not None
         killed_after = rounds(fed)
         say(f"killed ({how}) {fraction:.0%} of a round ({fraction * round_s:.1f} s) after round {done}; "
             f"rounds done: {killed_after}")
         server = fed.start_server(f"rounds-{n}")
         restarts_ok += 1
         fed.wait_for(f"the round after round {len(killed_after)}",
-                     lambda: len(rounds(fed)) > len(killed_after) or not server.alive(), timeout=180)
+                     lambda killed_after=killed_after, server=server: len(rounds(fed)) > len(killed_after)
+                     or not server.alive(), timeout=180)
         assert server.alive() or server.process.returncode == 0, server.log()
     fed.wait_for("the run to complete", lambda: not server.alive(), timeout=240)
     assert server.process.returncode == 0, server.log()

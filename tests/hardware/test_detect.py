@@ -80,7 +80,8 @@ def test_fixture_trees_match_their_generator(tmp_path: Path, monkeypatch: pytest
 
 def test_device_tree_files_are_nul_terminated_like_the_kernels() -> None:
     nano = BOARDS / "jetson-nano" / "proc" / "device-tree"
-    assert (nano / "compatible").read_bytes() == b"nvidia,p3449-0000-b00+p3448-0000-b00\0nvidia,jetson-nano\0nvidia,tegra210\0"
+    assert (nano / "compatible").read_bytes() == (
+        b"nvidia,p3449-0000-b00+p3448-0000-b00\0nvidia,jetson-nano\0nvidia,tegra210\0")
     assert (nano / "model").read_bytes() == b"NVIDIA Jetson Nano Developer Kit\0"
     assert (BOARDS / "rpi4-4gb/proc/device-tree/system/linux,revision").read_bytes() == b"\x00\xc0\x31\x11"
 
@@ -137,12 +138,14 @@ def test_jetson_with_garbage_release_file_and_no_tools(tmp_path: Path) -> None:
     board = detect_board(str(tmp_path), path=str(tmp_path / "bin"), probe_cuda=False)
     assert board.family == "jetson"
     assert board.jetson is not None
-    assert (board.jetson.module, board.jetson.part_number, board.jetson.soc) == (jetson.UNKNOWN_MODULE, None, "tegra186")
+    found = (board.jetson.module, board.jetson.part_number, board.jetson.soc)
+    assert found == (jetson.UNKNOWN_MODULE, None, "tegra186")
     assert (board.jetson.l4t, board.jetson.jetpack, board.jetson.power_mode) == (None, None, None)
 
 
 def test_nv_tegra_release_alone_makes_a_jetson(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"etc/nv_tegra_release": (SAMPLES / "jetson-nano/etc_nv_tegra_release_R32.6.1_jp4.6").read_bytes()})
+    release = (SAMPLES / "jetson-nano/etc_nv_tegra_release_R32.6.1_jp4.6").read_bytes()
+    write_tree(tmp_path, {"etc/nv_tegra_release": release})
     board = detect_board(str(tmp_path), path="", probe_cuda=False)
     assert board.family == "jetson"
     assert board.arch == "aarch64"
@@ -154,7 +157,8 @@ def test_nv_tegra_release_alone_makes_a_jetson(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("cpu_list", "count"),
-    [("0", 1), ("0-3", 4), ("0-1,4-5", 4), ("0-1\n", 2), ("0,2,4-7", 6), ("", None), ("0-", None), ("3-1", None), ("a", None)],
+    [("0", 1), ("0-3", 4), ("0-1,4-5", 4), ("0-1\n", 2), ("0,2,4-7", 6),
+     ("", None), ("0-", None), ("3-1", None), ("a", None)],
 )
 def test_count_cpu_list(cpu_list: str, count: int | None) -> None:
     assert sysroot.count_cpu_list(cpu_list) == count
@@ -309,7 +313,8 @@ def test_parse_throttled(output: str, raw: int) -> None:
     assert raspberry_pi.parse_throttled(output) == Throttling.from_raw(raw)
 
 
-@pytest.mark.parametrize("output", ["", "throttled=\n", "VCHI initialization failed\n", "throttled=0x5 extra\n", "x=0x1"])
+@pytest.mark.parametrize("output",
+                         ["", "throttled=\n", "VCHI initialization failed\n", "throttled=0x5 extra\n", "x=0x1"])
 def test_parse_throttled_rejects_garbage(output: str) -> None:
     assert raspberry_pi.parse_throttled(output) is None
 
@@ -344,7 +349,8 @@ def test_non_executable_tool_is_not_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("compatible", "module", "part_number"),
     [
-        (["nvidia,p3449-0000-b00+p3448-0000-b00", "nvidia,jetson-nano", "nvidia,tegra210"], "Jetson Nano", "p3448-0000"),
+        (["nvidia,p3449-0000-b00+p3448-0000-b00", "nvidia,jetson-nano", "nvidia,tegra210"],
+         "Jetson Nano", "p3448-0000"),
         (["nvidia,p3542-0000+p3448-0003", "nvidia,tegra210"], "Jetson Nano (2GB)", "p3448-0003"),
         (["nvidia,p3509-0000+p3668-0001", "nvidia,tegra194"], "Jetson Xavier NX", "p3668-0001"),
         (["nvidia,p3509-0000+p3668-0003", "nvidia,tegra194"], "Jetson Xavier NX (16GB)", "p3668-0003"),
@@ -355,7 +361,8 @@ def test_non_executable_tool_is_not_run(tmp_path: Path) -> None:
         (["nvidia,p3768-0000+p3767-0000", "nvidia,tegra234"], "Jetson Orin NX (16GB)", "p3767-0000"),
         (["nvidia,p3768-0000+p3767-0001", "nvidia,tegra234"], "Jetson Orin NX (8GB)", "p3767-0001"),
         (["nvidia,p3768-0000+p3767-0003", "nvidia,tegra234"], "Jetson Orin Nano (8GB)", "p3767-0003"),
-        (["nvidia,p3768-0000+p3767-0004", "nvidia,p3767-0004", "nvidia,tegra234"], "Jetson Orin Nano (4GB)", "p3767-0004"),
+        (["nvidia,p3768-0000+p3767-0004", "nvidia,p3767-0004", "nvidia,tegra234"],
+         "Jetson Orin Nano (4GB)", "p3767-0004"),
         (["nvidia,p3768-0000+p3767-0003-super", "nvidia,p3767-0003"], "Jetson Orin Nano Super (8GB)", "p3767-0003"),
         (["nvidia,p3768-0000+p3767-0009", "nvidia,tegra234"], "Jetson Orin NX / Orin Nano", "p3767-0009"),
         (["nvidia,p3737-0000+p3701-0004", "nvidia,p3701-0004"], "Jetson AGX Orin (32GB)", "p3701-0004"),
@@ -403,7 +410,8 @@ def test_parse_l4t_release(release_file: str, l4t: str | None) -> None:
     [
         ("Package: nvidia-l4t-core\nStatus: install ok installed\nVersion: 36.4.3-20250107174145\n", "36.4.3"),
         (
-            "Package: nvidia-l4t-core-dev\nVersion: 35.1.0-1\n\nPackage: nvidia-l4t-core\nVersion: 35.4.1-20230801124926\n",
+            "Package: nvidia-l4t-core-dev\nVersion: 35.1.0-1\n\n"
+            "Package: nvidia-l4t-core\nVersion: 35.4.1-20230801124926\n",
             "35.4.1",
         ),
         ("Package: nvidia-l4t-core\nVersion: 32.7.1-20220219090432\nDescription: x\n y: z\n", "32.7.1"),
@@ -443,7 +451,8 @@ VERBOSE_QUERY = (SAMPLES / "jetson-xavier-nx/nvpmodel_q_verbose_MODE_15W_6CORE_j
         ((SAMPLES / "jetson-nano/nvpmodel_q_MAXN_jp4.5.1").read_text(), PowerMode(0, "MAXN")),
         ((SAMPLES / "jetson-xavier-nx/nvpmodel_q_MODE_15W_6CORE").read_text(), PowerMode(2, "MODE_15W_6CORE")),
         (VERBOSE_QUERY, PowerMode(2, "MODE_15W_6CORE")),
-        ("NVPM WARN: fan mode is not set!\nNV Fan Mode:quiet\nNV Power Mode: MAXN_SUPER\n2\n", PowerMode(2, "MAXN_SUPER")),
+        ("NVPM WARN: fan mode is not set!\nNV Fan Mode:quiet\nNV Power Mode: MAXN_SUPER\n2\n",
+         PowerMode(2, "MAXN_SUPER")),
         ("NV Power Mode: 15W\r\n0\r\n", PowerMode(0, "15W")),
         ("NV Power Mode: MODE_50W\n", None),  # id missing
         ("NV Power Mode: MODE_50W\nthree\n", None),
@@ -606,6 +615,7 @@ print(sorted(m for m in ("torch", "numpy", "flwr", "tensorflow") if m in sys.mod
     site = stand_in_torch(tmp_path, CUDA_TORCH.format(available=True))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])}
     env.pop("EDGEFL_TEST_TORCH_MARKER", None)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -196,7 +196,8 @@ def test_venv_trigger_is_handled_where_it_is_activated():
 
 
 def test_sysusers_line():
-    lines = [l for l in (PACKAGING / "sysusers.conf").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (PACKAGING / "sysusers.conf").read_text().splitlines()
+             if line and not line.startswith("#")]
     assert len(lines) == 1
     kind, name, uid, rest = lines[0].split(None, 3)
     assert (kind, name, uid) == ("u", "edgefl", "-")

@@ -143,7 +143,8 @@ def test_license_from_metadata(headers, expected):
 
 
 def test_metadata_decodes_encoded_author_names():
-    headers = base.parse_metadata("Name: fastapi\nAuthor-email: =?utf-8?q?Sebasti=C3=A1n_Ram=C3=ADrez?= <t@example.org>\n")
+    headers = base.parse_metadata("Name: fastapi\n"
+                                  "Author-email: =?utf-8?q?Sebasti=C3=A1n_Ram=C3=ADrez?= <t@example.org>\n")
     assert licences.copyright_from_metadata(headers) == "Sebastián Ramírez <t@example.org>"
 
 
@@ -228,7 +229,8 @@ def test_check_maintainer_scripts(tmp_path):
 
 
 def test_parse_control():
-    control = check_deb.parse_control("Package: edgefl\nDescription: short\n long line\n .\n more\nArchitecture: arm64\n")
+    control = check_deb.parse_control("Package: edgefl\nDescription: short\n long line\n .\n more\n"
+                                      "Architecture: arm64\n")
     assert control["Package"] == "edgefl" and control["Architecture"] == "arm64"
     assert control["Description"] == "short\nlong line\n.\nmore"
 
@@ -243,9 +245,11 @@ def test_summarize_parses_dpkg_listing():
 
     listing = (
         "drwxr-xr-x root/root         0 2026-11-28 12:00 ./opt/edgefl/venv/lib/python3.11/site-packages/\n"
-        "-rw-r--r-- root/root      1234 2026-11-28 12:00 ./opt/edgefl/venv/lib/python3.11/site-packages/numpy-2.4.6.dist-info/METADATA\n"
+        "-rw-r--r-- root/root      1234 2026-11-28 12:00 ./opt/edgefl/venv/lib/python3.11/site-packages/"
+        "numpy-2.4.6.dist-info/METADATA\n"
         "lrwxrwxrwx root/root         0 2026-11-28 12:00 ./usr/bin/edgefl -> /opt/edgefl/venv/bin/edgefl\n"
-        "-rw-r--r-- root/root        10 2026-11-28 12:00 ./opt/edgefl/venv/lib/python3.11/site-packages/torch-2.13.0+cpu.dist-info/RECORD\n"
+        "-rw-r--r-- root/root        10 2026-11-28 12:00 ./opt/edgefl/venv/lib/python3.11/site-packages/"
+        "torch-2.13.0+cpu.dist-info/RECORD\n"
     )
     entries = summarize.parse_listing(listing)
     assert [e[2] for e in entries][2] == "./usr/bin/edgefl"

@@ -77,7 +77,8 @@ def test_roff_is_well_formed(page):
 
 
 @pytest.mark.parametrize(("text", "escaped"), [
-    ("--config PATH", "\\-\\-config PATH"), (".hidden", "\\&.hidden"), ("a\\b", "a\\eb"), ("  two\n lines ", "two lines"),
+    ("--config PATH", "\\-\\-config PATH"), (".hidden", "\\&.hidden"), ("a\\b", "a\\eb"),
+    ("  two\n lines ", "two lines"),
 ])
 def test_roff_escape(text, escaped):
     assert make_manpage.roff_escape(text) == escaped

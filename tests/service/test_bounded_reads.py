@@ -25,7 +25,7 @@ def _serve(mode: str, stop: threading.Event, port_box: list[int]) -> None:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with conn:
                 conn.settimeout(0.5)

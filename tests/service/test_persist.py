@@ -43,7 +43,7 @@ def _weights(seed: int = 0) -> list[np.ndarray]:
 
 def _assert_bit_exact(got: list[np.ndarray], want: list[np.ndarray]) -> None:
     assert len(got) == len(want)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a.dtype == b.dtype
         assert a.shape == b.shape
         assert a.tobytes() == b.tobytes()

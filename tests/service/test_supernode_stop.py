@@ -19,16 +19,16 @@ def clean_push_state() -> Any:
     supernode._Push.deferred.clear()
 
 
-def test_the_watched_store_notes_an_object_announced_but_not_uploaded() -> None:
+def test_the_watched_store_notes_an_object_announced_but_not_uploaded(monkeypatch: pytest.MonkeyPatch) -> None:
     store = ObjectStoreFactory().store()
     watched = supernode._WatchedObjectStore(store)
     assert watched.get("0" * 64) is None
     assert supernode._Push.awaiting_clientapp is False
     # What Flower's push sees for an object its ClientApp announced and has not sent yet.
-    store.get = lambda object_id: b""  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "get", lambda object_id: b"")
     assert watched.get("0" * 64) == b""
     assert supernode._Push.awaiting_clientapp is True
-    store.get = lambda object_id: b"content"  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "get", lambda object_id: b"content")
     assert watched.get("0" * 64) == b"content"
     assert supernode._Push.awaiting_clientapp is False
 

@@ -43,12 +43,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nspawn  # noqa: E402
-from nspawn import Container, HarnessError, log  # noqa: E402
+import nspawn  # noqa: E402 - importable once sys.path holds its directory (above)
+from nspawn import Container, HarnessError, log  # noqa: E402 - likewise
 
 REPO = Path(__file__).resolve().parents[2]
 # What the system test installs: the runtime, then LiteRT alone, then torch beside it.
@@ -338,7 +339,8 @@ class SystemTest:
         detected = json.loads(self.sh("/usr/bin/edgefl detect --json"))
         profile = detected["profile"]
         check(profile.get("backend") == "litert",
-              f"edgefl detect on {detected['board'].get('model') or detected['board']['family']}: backend {profile.get('backend')}, "
+              f"edgefl detect on {detected['board'].get('model') or detected['board']['family']}: "
+              f"backend {profile.get('backend')}, "
               f"task {profile.get('task', profile.get('tasks'))}")
         self.sandboxed_check("edgefl-client.service", "litertcheck.py", LITERT_CHECK, "litert ok")
 
@@ -448,7 +450,8 @@ class SystemTest:
     def federation(self) -> None:
         self.sh(f"cat > /etc/edgefl.toml <<'EOF'\n{CONFIG}EOF")
         log("  /etc/edgefl.toml: server on 127.0.0.1:9092, digits, 2 partitions, min_clients 2, local_epochs 1")
-        self.sh(f"mkdir -p {Path(LITERT_DROPIN_PATH).parent} && cat > {LITERT_DROPIN_PATH} <<'EOF'\n{LITERT_DROPIN}EOF\n"
+        self.sh(f"mkdir -p {Path(LITERT_DROPIN_PATH).parent} && "
+                f"cat > {LITERT_DROPIN_PATH} <<'EOF'\n{LITERT_DROPIN}EOF\n"
                 "systemctl daemon-reload")
         log(f"  {LITERT_DROPIN_PATH}: ExecStart= ... --backend litert (client@0 keeps auto: torch)")
         started = time.monotonic()
@@ -611,7 +614,8 @@ class SystemTest:
         check(marker in self.sh("cat /etc/edgefl.toml"), "the local edit of /etc/edgefl.toml survived")
         dist = self.sh("test -f /etc/edgefl.toml.dpkg-dist && tail -n1 /etc/edgefl.toml.dpkg-dist", check=False).strip()
         check(dist != "", f"the package's new version is beside it as /etc/edgefl.toml.dpkg-dist ({dist!r})")
-        self.wait("the units to be active again", lambda: all(self.show(u)["ActiveState"] == "active" for u in UNITS), 120)
+        self.wait("the units to be active again",
+                  lambda: all(self.show(u)["ActiveState"] == "active" for u in UNITS), 120)
         now = {unit: self.main_pid(unit) for unit in UNITS}
         for unit in UNITS:
             check(now[unit] != pids[unit], f"{unit} restarted by the upgrade (MainPID {pids[unit]} -> {now[unit]})")
@@ -688,7 +692,8 @@ class SystemTest:
 
 # --- packages ---------------------------------------------------------------------------
 def deb_field(deb: Path, field: str) -> str:
-    return subprocess.run(["dpkg-deb", "-f", str(deb), field], check=True, capture_output=True, text=True).stdout.strip()
+    result = subprocess.run(["dpkg-deb", "-f", str(deb), field], check=True, capture_output=True, text=True)
+    return result.stdout.strip()
 
 
 def newest(paths: list[Path]) -> Path:

@@ -24,8 +24,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -65,7 +65,8 @@ def cache_dir() -> Path:
 
 def ensure_rootfs(arch: str = "amd64", suite: str = SUITE, packages: Sequence[str] = PACKAGES) -> Path:
     """The cached debootstrapped rootfs for (suite, arch, packages); built once."""
-    key = hashlib.sha256(f"{RECIPE} {suite} {arch} {MIRROR} minbase {','.join(sorted(packages))}".encode()).hexdigest()[:12]
+    recipe = f"{RECIPE} {suite} {arch} {MIRROR} minbase {','.join(sorted(packages))}"
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     root = base / f"rootfs-{suite}-{arch}-{key}"
@@ -156,7 +157,8 @@ class Container:
             time.sleep(0.1)
         state = ""
         while time.monotonic() < deadline:
-            result = self.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=deadline - time.monotonic())
+            result = self.run(["systemctl", "is-system-running", "--wait"], check=False,
+                              timeout=deadline - time.monotonic())
             state = result.stdout.strip()
             if state in ("running", "degraded"):
                 break
@@ -261,8 +263,7 @@ class Container:
                 "env", "-i", f"PATH={CONTAINER_PATH}", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_PAGER=",
                 "SYSTEMD_COLORS=0", "LANG=C.UTF-8", "TERM=dumb", *argv]
         try:
-            result = subprocess.run(full, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    timeout=max(1.0, timeout))
+            result = subprocess.run(full, input=input, capture_output=True, text=True, timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired as exc:
             raise HarnessError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}") from exc
         if check and result.returncode != 0:
