@@ -14,9 +14,10 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: lis
                      count=len(weights))
     buffer = io.BytesIO()
     arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
-    np.savez(buffer, meta=np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8), **arrays)
+    np.savez(buffer, allow_pickle=False, meta=np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8), **arrays)
     path = directory / f"round-{round_:06d}.npz"
     atomic_write_bytes(path, buffer.getvalue())
     # Checkpoints of later rounds than this one belong to a timeline that was abandoned (the run

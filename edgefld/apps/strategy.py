@@ -8,9 +8,10 @@ to continue a run from a checkpoint, every hook shifts the round number by
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import WARNING
-from typing import Any, Iterable
+from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -153,7 +154,7 @@ class ResumableFedAvg(FedAvg):
             try:
                 client = ClientIdentity.from_config(client_config)
                 reported = TrainMetrics.from_metrics(reply.content.get("metrics") or {})
-                reply.content["arrays"] = to_compute_dtype(reply.content["arrays"])
+                reply.content["arrays"] = to_compute_dtype(reply.content.array_records["arrays"])
             except (KeyError, ValueError) as exc:  # RecordError is a ValueError
                 self._refuse(stats, node, settings.ERROR_INTERNAL, f"reply not aggregated: {exc}")
                 continue
@@ -173,7 +174,7 @@ class ResumableFedAvg(FedAvg):
         if not accepted:
             return None, None
         arrays, metrics = super().aggregate_train(true_round, accepted)
-        stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         return arrays, metrics
 
     def _refuse(self, stats: RoundStats, node: int, code: int, reason: str) -> None:

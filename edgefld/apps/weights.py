@@ -13,7 +13,7 @@ and the server aggregates in float32 whatever went over the wire.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
@@ -44,7 +44,7 @@ def weights_from(record: ArrayRecord, shapes: Sequence[tuple[int, ...]]) -> list
     if flat.size != sum(sizes):
         raise ValueError(f"packed weights hold {flat.size} values; the model's {len(sizes)} arrays need {sum(sizes)}")
     offsets = np.cumsum([0, *sizes])
-    return [flat[start:end].reshape(shape) for start, end, shape in zip(offsets, offsets[1:], shapes)]
+    return [flat[start:end].reshape(shape) for start, end, shape in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
 
 
 def to_compute_dtype(record: ArrayRecord) -> ArrayRecord:

@@ -81,7 +81,7 @@ def _federate(data_dir, transport_dtype: str) -> tuple[float, list[int], list[in
         stats.sent, stats.train_sent = instructions, len(instructions)
         stats.bytes_sent = sum(payload_bytes(m.content) for m in instructions)
         replies = []
-        for instruction, ctx in zip(instructions, contexts):
+        for instruction, ctx in zip(instructions, contexts, strict=True):
             reply = client_app.train(instruction, ctx)
             assert not reply.has_error(), reply.error
             assert str(reply.content["arrays"]["weights"].numpy().dtype) == transport_dtype
@@ -104,5 +104,5 @@ def test_float16_halves_the_bytes_of_a_round_and_costs_at_most_half_a_point_on_m
           f"float32 {sent32[0] + received32[0]}, float16 {sent16[0] + received16[0]}")
     assert 0.3 < accuracy32 < 0.99, "the data must leave room to lose accuracy"
     # Half, but for each message's array header (numpy's .npy header, 128 bytes).
-    assert all(abs(b16 - b32 / 2) <= 2 * 128 for b16, b32 in zip(sent16 + received16, sent32 + received32))
+    assert all(abs(b16 - b32 / 2) <= 2 * 128 for b16, b32 in zip(sent16 + received16, sent32 + received32, strict=True))
     assert accuracy32 - accuracy16 <= 0.005
