@@ -63,6 +63,55 @@ class Backend(Protocol):
         ...
 
 
+# What every backend checks before it computes, with the same messages whatever the framework:
+# a bad call fails alike on every board, before any model or device is touched.
+
+
+def check_training_call(epochs: int, batch_size: int) -> None:
+    """train()'s counts: at least one epoch, batches of at least one sample."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """evaluate()'s and predict()'s batch size."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+
+
+def check_images(task: Task, images: np.ndarray) -> None:
+    """Images as the store keeps them: a non-empty uint8 array, N x the task's input shape."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != task.input_shape:
+        raise ValueError(
+            f"task {task.name} takes uint8 images of shape N x {task.input_shape}; "
+            f"got {getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
+        )
+    if len(images) == 0:
+        raise ValueError(f"task {task.name}: no images given")
+
+
+def check_labels(task: Task, labels: np.ndarray, num_images: int) -> None:
+    """One integer class label per image, each one of the task's classes.
+
+    Checked on the host: on a GPU an out-of-range label is a device-side assert (torch) or a
+    NaN loss (TensorFlow's sparse_softmax_cross_entropy_with_logits), not an exception."""
+    if labels.shape != (num_images,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"expected {num_images} integer labels (one per image); got {labels.dtype} {labels.shape}"
+        )
+    if labels.min() < 0 or labels.max() >= task.num_classes:
+        raise ValueError(
+            f"task {task.name} has classes 0..{task.num_classes - 1}; "
+            f"labels range {labels.min()}..{labels.max()}"
+        )
+
+
+def check_inputs(task: Task, images: np.ndarray, labels: np.ndarray) -> None:
+    """check_images, then check_labels."""
+    check_images(task, images)
+    check_labels(task, labels, len(images))
+
+
 # Training order, shared by every backend so that the same seed trains the same
 # batches everywhere: backends then agree over whole epochs, not only single steps.
 

@@ -41,7 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from edgefld.backends.base import EvalResult, TrainResult, Weights, batch_slices, shuffle_orders
+from edgefld.backends.base import (
+    EvalResult,
+    TrainResult,
+    Weights,
+    batch_slices,
+    check_batch_size,
+    check_images,
+    check_labels,
+    check_training_call,
+    shuffle_orders,
+)
 from edgefld.backends.layout import check_weights, model_layout
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
@@ -209,8 +219,7 @@ class LiteRTBackend:
         batch_size: int,
         seed: int = 0,
     ) -> TrainResult:
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
+        check_training_call(epochs, batch_size)
         inputs = model_inputs(task, images)
         targets = model_targets(task, labels, len(images))
         num_examples = len(images)
@@ -237,8 +246,7 @@ class LiteRTBackend:
     def evaluate(
         self, task: Task, weights: Weights, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256
     ) -> EvalResult:
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         inputs = model_inputs(task, images)
         targets = model_targets(task, labels, len(images))
         model = self._model_with(task, weights)
@@ -257,8 +265,7 @@ class LiteRTBackend:
 
     def predict(self, task: Task, weights: Weights, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
         """Logits (float32, N x classes) of the model in evaluation mode."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         inputs = model_inputs(task, images)
         model = self._model_with(task, weights)
         return np.concatenate(
@@ -287,13 +294,7 @@ def _has_batchnorm(task: Task) -> bool:
 def model_inputs(task: Task, images: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x C -> float32 N x H x W x C (the models' NHWC), scaled to 0..1 and normalised
     per channel with the same float32 operations as the torch backend."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape[1:] != task.input_shape:
-        raise ValueError(
-            f"task {task.name} takes uint8 images of shape N x {task.input_shape}; "
-            f"got {getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
-        )
-    if len(images) == 0:
-        raise ValueError(f"task {task.name}: no images given")
+    check_images(task, images)
     mean = np.asarray(task.mean, np.float32)
     std = np.asarray(task.std, np.float32)
     inputs = images.astype(np.float32)
@@ -304,15 +305,7 @@ def model_inputs(task: Task, images: np.ndarray) -> np.ndarray:
 
 
 def model_targets(task: Task, labels: np.ndarray, num_images: int) -> np.ndarray:
-    if labels.shape != (num_images,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"expected {num_images} integer labels (one per image); got {labels.dtype} {labels.shape}"
-        )
-    if labels.min() < 0 or labels.max() >= task.num_classes:
-        raise ValueError(
-            f"task {task.name} has classes 0..{task.num_classes - 1}; "
-            f"labels range {labels.min()}..{labels.max()}"
-        )
+    check_labels(task, labels, num_images)
     return labels.astype(np.int32)
 
 

@@ -19,7 +19,17 @@ import time
 import numpy as np
 
 from edgefld.backends import tf_models  # sets KERAS_BACKEND and TensorFlow's log level before importing it
-from edgefld.backends.base import EvalResult, TrainResult, Weights, batch_slices, shuffle_orders
+from edgefld.backends.base import (
+    EvalResult,
+    TrainResult,
+    Weights,
+    batch_slices,
+    check_batch_size,
+    check_images,
+    check_inputs,
+    check_training_call,
+    shuffle_orders,
+)
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
 
@@ -98,8 +108,7 @@ class TFBackend:
         batch_size: int,
         seed: int = 0,
     ) -> TrainResult:
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
+        check_training_call(epochs, batch_size)
         compiled = self._model(task)
         compiled.task_model.set_weights(weights)
         check_inputs(task, images, labels)
@@ -123,8 +132,7 @@ class TFBackend:
     def evaluate(
         self, task: Task, weights: Weights, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256
     ) -> EvalResult:
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         compiled = self._model(task)
         compiled.task_model.set_weights(weights)
         check_inputs(task, images, labels)
@@ -145,8 +153,7 @@ class TFBackend:
         return EvalResult(loss, accuracy, num_examples, seconds)
 
     def predict(self, task: Task, weights: Weights, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         compiled = self._model(task)
         compiled.task_model.set_weights(weights)
         check_images(task, images)
@@ -225,27 +232,3 @@ class _CompiledModel:
     def _logits(self, images: tf.Tensor) -> tf.Tensor:
         return self.task_model.model(self._normalised(images), training=False)
 
-
-def check_images(task: Task, images: np.ndarray) -> None:
-    """The torch backend's checks and messages: see ``torch_backend.model_inputs``."""
-    if images.dtype != np.uint8 or images.shape[1:] != task.input_shape:
-        raise ValueError(
-            f"task {task.name} takes uint8 images of shape N x {task.input_shape}; "
-            f"got {images.dtype} {images.shape}"
-        )
-    if len(images) == 0:
-        raise ValueError(f"task {task.name}: no images given")
-
-
-def check_inputs(task: Task, images: np.ndarray, labels: np.ndarray) -> None:
-    check_images(task, images)
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"expected {len(images)} integer labels (one per image); got {labels.dtype} {labels.shape}"
-        )
-    # Checked here: sparse_softmax_cross_entropy_with_logits on a GPU returns NaN for a bad label.
-    if labels.min() < 0 or labels.max() >= task.num_classes:
-        raise ValueError(
-            f"task {task.name} has classes 0..{task.num_classes - 1}; "
-            f"labels range {labels.min()}..{labels.max()}"
-        )

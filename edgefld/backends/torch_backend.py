@@ -17,7 +17,17 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from edgefld.backends.base import EvalResult, TrainResult, Weights, batch_slices, shuffle_orders
+from edgefld.backends.base import (
+    EvalResult,
+    TrainResult,
+    Weights,
+    batch_slices,
+    check_batch_size,
+    check_images,
+    check_labels,
+    check_training_call,
+    shuffle_orders,
+)
 from edgefld.backends.torch_models import build_model, get_weights, set_weights
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
@@ -68,8 +78,7 @@ class TorchBackend:
         batch_size: int,
         seed: int = 0,
     ) -> TrainResult:
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
+        check_training_call(epochs, batch_size)
         model = self._model_with(task, weights)
         inputs = model_inputs(task, images, self._device)
         targets = model_targets(task, labels, len(images), self._device)
@@ -97,8 +106,7 @@ class TorchBackend:
     def evaluate(
         self, task: Task, weights: Weights, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256
     ) -> EvalResult:
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         model = self._model_with(task, weights)
         model.eval()
         with torch.inference_mode():
@@ -118,8 +126,7 @@ class TorchBackend:
         return EvalResult(loss, accuracy, num_examples, seconds)
 
     def predict(self, task: Task, weights: Weights, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+        check_batch_size(batch_size)
         model = self._model_with(task, weights)
         model.eval()
         with torch.inference_mode():
@@ -164,13 +171,7 @@ class MomentumSGD:
 
 def model_inputs(task: Task, images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 N x H x W x C -> float32 N x C x H x W on ``device``, scaled to 0..1 and normalised per channel."""
-    if images.dtype != np.uint8 or images.shape[1:] != task.input_shape:
-        raise ValueError(
-            f"task {task.name} takes uint8 images of shape N x {task.input_shape}; "
-            f"got {images.dtype} {images.shape}"
-        )
-    if len(images) == 0:
-        raise ValueError(f"task {task.name}: no images given")
+    check_images(task, images)
     # Moved as uint8 (a quarter of float32's bytes), converted on the device.
     pixels = torch.as_tensor(images).to(device)
     inputs = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
@@ -181,16 +182,7 @@ def model_inputs(task: Task, images: np.ndarray, device: torch.device) -> torch.
 
 def model_targets(task: Task, labels: np.ndarray, num_images: int, device: torch.device) -> torch.Tensor:
     """Integer class labels -> int64 tensor on ``device``, as cross-entropy takes them."""
-    if labels.shape != (num_images,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"expected {num_images} integer labels (one per image); got {labels.dtype} {labels.shape}"
-        )
-    # Checked here: on a GPU an out-of-range label is a device-side assert, not an exception.
-    if labels.min() < 0 or labels.max() >= task.num_classes:
-        raise ValueError(
-            f"task {task.name} has classes 0..{task.num_classes - 1}; "
-            f"labels range {labels.min()}..{labels.max()}"
-        )
+    check_labels(task, labels, num_images)
     return torch.as_tensor(labels.astype(np.int64)).to(device)
 
 
