@@ -36,7 +36,7 @@ NODE_CONFIG_KEYS = (
     "cid",  # int: the data partition
     "board",  # str: the board's model as detected ("" = unknown); the server names failures with it
     "data-dir",  # str
-    "backend",  # str: torch | tensorflow | litert
+    "backend",  # str: a name of edgefld.backends.catalog.BACKENDS
     "device",  # str: cpu | cuda
     "threads",  # int
     "batch-size-cap",  # int

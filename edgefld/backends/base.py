@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edgefld.backends.catalog import BACKENDS
 from edgefld.tasks import Task
 
 Weights = list[np.ndarray]
@@ -137,11 +138,7 @@ def batch_slices(num_examples: int, batch_size: int) -> list[slice]:
 
 
 # name -> module holding ``create_backend(device, threads) -> Backend``; imported only when chosen.
-BACKEND_MODULES = {
-    "torch": "edgefld.backends.torch_backend",
-    "tensorflow": "edgefld.backends.tf_backend",
-    "litert": "edgefld.backends.litert_backend",
-}
+BACKEND_MODULES: dict[str, str] = {name: spec.module for name, spec in BACKENDS.items()}
 
 
 def preload_backend(name: str) -> None:

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from edgefld import tasks as task_catalog
+from edgefld.backends import catalog as backend_catalog
+
 REQUIRED: Any = object()  # sentinel default: the key must be set for the role that uses it
 
 
@@ -195,8 +198,9 @@ def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else repr(number)
 
 
-BACKENDS = ("auto", "torch", "tensorflow", "litert")
-TASKS = ("cifar10", "mnist", "digits")
+# The choices of [client] backend and [server] task: the catalogues' names, nothing typed twice.
+BACKENDS = ("auto", *backend_catalog.BACKENDS)
+TASKS = tuple(task_catalog.TASKS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Flower's SuperLink and SuperNode defaults moved between releases; these are edgefl's own.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgefld import __version__
 from edgefld.apps import settings
-from edgefld.backends.catalog import installed_backends
+from edgefld.backends.catalog import first_installed
 from edgefld.config import Config
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
@@ -46,10 +46,9 @@ log = get_logger("server")
 
 def eval_backend_for_server() -> str:
     """The server evaluates the global model itself: any installed backend will do."""
-    installed = installed_backends()
-    for name in ("torch", "tensorflow", "litert"):
-        if name in installed:
-            return name
+    name = first_installed()
+    if name is not None:
+        return name
     raise BackendUnavailable("the server needs a training backend for centralised evaluation and the "
                              "initial model; install edgefl[torch]")
 
