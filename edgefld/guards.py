@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from edgefld.hardware import common, jetson, raspberry_pi
 from edgefld.hardware.board import PowerMode, Throttling
+from edgefld.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ MEMORY_FIGURES: dict[tuple[str, str], MemoryFigure] = {
     ("tensorflow", "cifar10"): MemoryFigure(594.0, 202.0, 0.54),
 }
 
-# Tasks a low power budget cannot train in useful time: MobileNetV3-small trains at ~130-230
-# samples/s on one x86 core (bench/bench_backends.py), a 5 W Jetson Nano manages a fraction of that.
-HEAVY_TASKS = frozenset({"cifar10"})
+# Tasks a low power budget cannot train in useful time (edgefld.tasks: Task.heavy): a 5 W Jetson Nano
+# manages a fraction of what one x86 core trains.
+HEAVY_TASKS = frozenset(name for name, task in TASKS.items() if task.heavy)
 
 _WATTS = re.compile(r"(\d+)W", re.IGNORECASE)
 

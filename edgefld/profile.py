@@ -13,9 +13,10 @@ from typing import Any, Callable
 from edgefld.backends.catalog import BACKENDS
 from edgefld.errors import BackendUnavailable
 from edgefld.hardware.board import Board
+from edgefld.tasks import TASKS
 
-ALL_TASKS = ("cifar10", "mnist", "digits")
-SMALL_TASKS = ("mnist", "digits")
+ALL_TASKS = tuple(TASKS)
+SMALL_TASKS = tuple(name for name, task in TASKS.items() if not task.heavy)  # for boards of 1 GB or less
 
 # Memory classes by usable RAM (MemTotal is below the nominal size: a 1 GB Pi 3
 # shows ~926 MB, an 8 GB Xavier NX ~7 GB), so the bounds sit between sizes.

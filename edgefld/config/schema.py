@@ -203,6 +203,13 @@ BACKENDS = ("auto", *backend_catalog.BACKENDS)
 TASKS = tuple(task_catalog.TASKS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+
+
+def _in_words(items: list[str]) -> str:
+    """"a", "a or b", "a, b or c"."""
+    return " or ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
 # Flower's SuperLink and SuperNode defaults moved between releases; these are edgefl's own.
 DEFAULT_FLEET_PORT = 9092
 
@@ -290,8 +297,8 @@ KEYS: tuple[Key, ...] = (
         doc="Directory of the enrolled boards' public keys, one NAME.pub each (`edgefl enrol` puts them "
             "here). The running server admits a new file and revokes a removed one within seconds."),
     Key("server", "task", "choice", "digits", choices=TASKS, flag="--task",
-        doc="What the federation trains: \"cifar10\" (MobileNetV3-small), \"mnist\" (small CNN) or "
-            "\"digits\" (8x8 handwritten digits, shipped with edgefl: needs no download)."),
+        doc="What the federation trains: " + _in_words(
+            [f'"{task.name}" ({task.summary})' for task in task_catalog.TASKS.values()]) + "."),
     Key("server", "num_partitions", "int", 50, minimum=1, maximum=100_000, flag="--num-partitions",
         doc="Into how many IID partitions the training set is split; a board takes partition `cid`."),
     Key("server", "rounds", "int", 3, minimum=1, maximum=1_000_000, flag="--rounds",
