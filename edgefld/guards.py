@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from edgefld.config.schema import default
 from edgefld.hardware import common, jetson, raspberry_pi
 from edgefld.hardware.board import PowerMode, Throttling
 from edgefld.tasks import TASKS
@@ -73,11 +74,12 @@ _WATTS = re.compile(r"(\d+)W", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    """[client] guards, memory_margin_mb and heavy_task_min_watts, as the node config passes them."""
+    """[client] guards, memory_margin_mb and heavy_task_min_watts, as the node config passes them
+    (the defaults are the schema's)."""
 
-    enabled: bool = True
-    memory_margin_mb: int = 128
-    heavy_task_min_watts: int = 15  # 0: no power-mode check
+    enabled: bool = default("client", "guards", bool)
+    memory_margin_mb: int = default("client", "memory_margin_mb", int)
+    heavy_task_min_watts: int = default("client", "heavy_task_min_watts", int)  # 0: no power-mode check
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from flwr.common.logger import log
 from edgefld import __version__
 from edgefld.apps import settings
 from edgefld.apps.weights import record_from, transport_dtype_of, weights_from
+from edgefld.config.schema import default
 from edgefld.records import BoardStatus, ClientIdentity, Refused, Trained, TrainMetrics
 
 app = ClientApp()
@@ -87,9 +88,11 @@ class NodeSettings:
                 max_train_samples=int(node.get("max-train-samples", 0)),
                 tasks=tuple(t for t in str(node.get("tasks", "")).split(",") if t),
                 status_file=str(node.get("status-file", "")),
-                guards=_flag(node.get("guards", True)),
-                memory_margin_mb=int(node.get("memory-margin-mb", 128)),
-                heavy_task_min_watts=int(node.get("heavy-task-min-watts", 15)),
+                # A node config without them (one written by hand) gets [client]'s defaults.
+                guards=_flag(node.get("guards", default("client", "guards", bool))),
+                memory_margin_mb=int(node.get("memory-margin-mb", default("client", "memory_margin_mb", int))),
+                heavy_task_min_watts=int(node.get("heavy-task-min-watts",
+                                                  default("client", "heavy_task_min_watts", int))),
                 board_root=str(node.get("board-root", "/")) or "/",
                 board_tools_path=str(node.get("board-tools-path", "")),
             )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from edgefld import tasks as task_catalog
 from edgefld.backends import catalog as backend_catalog
+
+T = TypeVar("T")
 
 REQUIRED: Any = object()  # sentinel default: the key must be set for the role that uses it
 
@@ -363,6 +365,15 @@ KEYS_BY_TABLE: dict[str, dict[str, Key]] = {t: {k.name: k for k in KEYS if k.tab
 
 def key(table: str, name: str) -> Key:
     return KEYS_BY_TABLE[table][name]
+
+
+def default(table: str, name: str, kind: type[T]) -> T:
+    """A key's default as the type its user works with: code that needs one (a node config without
+    the key, say) reads it here instead of writing the number again."""
+    value = key(table, name).default
+    if not isinstance(value, kind):
+        raise TypeError(f"{key(table, name).dotted} has no default of type {kind.__name__}: {value!r}")
+    return value
 
 
 def toml_literal(value: Any) -> str:
