@@ -10,21 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 from edgefld import __version__
+from edgefld.config.schema import key
+
+
+def _server_default(name: str) -> Any:
+    return key("server", name).default
+
 
 # [tool.flwr.app.config]: the run, as the server daemon submits it. Flower does not
-# type-check overrides, so the apps convert every value they read.
+# type-check overrides, so the apps convert every value they read. What a [server] key
+# sets has that key's default (the schema's); the order is the FAB's, and so its hash.
 RUN_CONFIG_DEFAULTS: dict[str, Any] = {
-    "task": "digits",
-    "num-rounds": 3,
-    "num-partitions": 50,
+    "task": _server_default("task"),
+    "num-rounds": _server_default("rounds"),
+    "num-partitions": _server_default("num_partitions"),
     "partition-seed": 42,
-    "local-epochs": 3,
-    "batch-size": 16,
-    "sample-fraction": 1.0,
-    "min-clients": 2,
-    "round-timeout": 600.0,  # seconds a round waits for replies
+    "local-epochs": _server_default("local_epochs"),
+    "batch-size": _server_default("batch_size"),
+    "sample-fraction": _server_default("sample_fraction"),
+    "min-clients": _server_default("min_clients"),
+    "round-timeout": _server_default("round_timeout"),  # seconds a round waits for replies
     "grid-poll": 0.1,  # seconds between the ServerApp's reply polls (Flower's own is 3 s); loopback, in a round only
-    "transport-dtype": "float32",  # float32 | float16: how the weights travel (edgefld.apps.weights)
+    "transport-dtype": _server_default("transport_dtype"),  # how the weights travel (edgefld.apps.weights)
     "state-dir": "",  # where checkpoints and metrics.jsonl go; "" = no persistence (simulation)
     "data-dir": "",  # the server's datasets, for centralised evaluation
     "eval-backend": "",  # backend for centralised evaluation; "" = none
