@@ -212,3 +212,15 @@ def test_a_bad_guards_value_in_the_node_config_is_a_refusal_not_a_crash(tmp_path
     reply = client_app.app(_train_message(1), _context(tmp_path, BOARDS / "rpi4-2gb", guards="maybe"))
     assert reply.has_error() and reply.error.code == settings.ERROR_INTERNAL
     assert "bad node config" in reply.error.reason
+
+
+def test_the_guard_defaults_are_the_schemas_in_the_policy_and_the_clientapp(tmp_path):
+    from edgefld.config.schema import key
+
+    schema = tuple(key("client", name).default for name in ("guards", "memory_margin_mb", "heavy_task_min_watts"))
+    assert schema == (True, 128, 15)
+    policy = guards.GuardPolicy()
+    assert (policy.enabled, policy.memory_margin_mb, policy.heavy_task_min_watts) == schema
+    # A node config that leaves them out (one written by hand) gets the same.
+    node = client_app.NodeSettings.from_context(_context(tmp_path, BOARDS / "rpi4-2gb"))
+    assert (node.guards, node.memory_margin_mb, node.heavy_task_min_watts) == schema

@@ -129,3 +129,12 @@ def test_threads_setting_overrides_the_cpu_count():
     assert choose_profile(jetson(online=4, present=4), "auto", ALL, threads_setting=1).threads == 1
     p = choose_profile(jetson(online=4, present=4), "auto", ALL, threads_setting=8)
     assert p.threads == 8 and "threads = 8 is more than the 4 CPUs online" in p.notes
+
+
+def test_rules_name_only_catalogued_backends_and_known_tasks():
+    from edgefld.backends.catalog import BACKENDS
+    from edgefld.tasks import TASKS
+
+    for rule in RULES:
+        assert set(rule.preference) <= set(BACKENDS), rule.id
+        assert rule.tasks and set(rule.tasks) <= set(TASKS), rule.id
