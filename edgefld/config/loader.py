@@ -321,10 +321,6 @@ def _validate(
     return sections, present, origins
 
 
-def _kind_of(value: Any) -> str:
-    return "an array of tables" if isinstance(value, list) else "a value"
-
-
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if len(name) > 100:
         return ""  # nothing that long is a typo of a key
