@@ -1,4 +1,5 @@
-"""Flower 1.42 internals edgefld changes: the waits on a round's path, and how replies flow.
+"""Flower 1.42 internals edgefld uses or changes, all of them here: the waits on a round's path, how
+replies flow, and the SuperNode's hooks (FAB check, bounded reads, stops, admission).
 
 Flower's fixed waits cost a round seconds whatever the training takes:
 the SuperNode sleeps 3 s after every empty poll and 0.5 s while it waits for a
@@ -11,16 +12,31 @@ every second (flwr/serverapp/strategy/strategy_utils.py). None of them is a
 setting. Besides the waits: the SuperNode sends every reply as it comes and
 never blocks on one (adaptive_supernode_polls), the ServerApp stops waiting for
 a node that left (fast_grid_polls), and the warm runtime signs AcquireTask as
-Flower's SuperExec does (superexec_auth_methods). Each one changed here is
-pinned by tests/test_flower_compat.py (the source of the code it depends on,
-hashed): an upgrade of flwr that changes any of them fails there first.
+Flower's SuperExec does (superexec_auth_methods).
+
+The SuperNode's hooks (edgefld.client.supernode holds the policy, these the
+places in Flower it goes): a FAB check where a run's FAB is first fetched
+(refuse_fabs), every Fleet client's httpx client handed over to be bounded
+(on_protobuf_clients), a reply push seen from its first byte to its end
+(on_reply_pushes), Flower's stop-signal handlers wrapped (wrap_stop_handlers),
+an exit handler run first (on_exit), and the node id or the server's refusal
+code read from the Fleet client's answers (report_admission), not from the log.
+
+Each one is pinned by tests/test_flower_compat.py (the source of the code it
+depends on, hashed, and what it does, tried): an upgrade of flwr that changes
+any of them fails there first.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 import types
-from typing import Any, Iterable
+from logging import ERROR
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    import httpx
 
 FLOWER_VERSION = "1.42.0"
 
@@ -241,3 +257,177 @@ def fast_grid_polls(grid: Any, interval: float) -> None:
         return replies
 
     grid.send_and_receive = send_and_receive
+
+
+# --- the SuperNode's hooks (edgefld.client.supernode) -------------------------------------------------
+
+# The signals whose handlers Flower's SuperNode installs for its graceful exit (register_signal_handlers).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+SignalHandler = Callable[[int, types.FrameType | None], Any]
+
+
+class _FabRefused(Exception):
+    pass
+
+
+def refuse_fabs(refusal: Callable[[bytes, int], str | None]) -> None:
+    """The SuperNode refuses every run whose FAB ``refusal(fab_content, run_id)`` gives a reason for.
+
+    Where the SuperNode first fetches a run's FAB (start_client_internal's _pull_and_store_message
+    calls its ``get_fab`` after ``receive``), before anything of it is stored: the message gets
+    Flower's own "FAB could not be verified" error reply with the reason, as an unsigned FAB would
+    with trusted entities, and the reason is logged at ERROR (someone sent the board foreign code)."""
+    from flwr.app import Error, Message
+    from flwr.common.logger import log
+    from flwr.supernode import start_client_internal as internal
+
+    pull = internal._pull_and_store_message
+
+    def checked_pull(**kwargs: Any) -> int | None:
+        received: list[Any] = []
+        receive: Callable[[], Any] = kwargs["receive"]
+        get_fab: Callable[[str, int], Any] = kwargs["get_fab"]
+
+        def remembering_receive() -> Any:
+            got = receive()
+            received[:] = [got]
+            return got
+
+        def checked_get_fab(fab_hash: str, run_id: int) -> Any:
+            fab = get_fab(fab_hash, run_id)
+            reason = refusal(fab.content, run_id)
+            if reason is not None:
+                raise _FabRefused(reason)
+            return fab
+
+        try:
+            return pull(**dict(kwargs, receive=remembering_receive, get_fab=checked_get_fab))
+        except _FabRefused as exc:
+            message = received[0][0]
+            log(ERROR, "%s", exc)
+            reply = Message(Error(internal.FAB_VERIFICATION_ERROR.code, str(exc)), reply_to=message)
+            internal._insert_message(reply, kwargs["state"], kwargs["object_store"])
+            return int(message.metadata.run_id)
+
+    internal._pull_and_store_message = checked_pull
+
+
+def on_protobuf_clients(configure: Callable[[httpx.Client], None]) -> None:
+    """Every protobuf-over-HTTP client this process makes (the SuperNode's Fleet client) is handed to
+    ``configure`` as the httpx.Client all its requests go through (ProtobufClient._client)."""
+    from flwr.supercore.protobuf.client import ProtobufClient
+
+    original_init = ProtobufClient.__init__
+
+    def configured_init(self: ProtobufClient, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        configure(self._client)
+
+    ProtobufClient.__init__ = configured_init  # type: ignore[method-assign]  # (a wrapped method, same signature)
+
+
+class _WatchedObjectStore:
+    """The SuperNode's object store as Flower's push reads it (``get``; b"": an object its ClientApp
+    announced and has not uploaded yet, which the push sleeps 0.5 s on and asks again), telling
+    ``awaiting(True)`` while the push waits for the ClientApp, ``awaiting(False)`` once an object is there."""
+
+    def __init__(self, store: Any, awaiting: Callable[[bool], None]) -> None:
+        self._store = store
+        self._awaiting = awaiting
+
+    def get(self, object_id: str) -> bytes | None:
+        content: bytes | None = self._store.get(object_id)
+        self._awaiting(content == b"")
+        return content
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def on_reply_pushes(started: Callable[[], None], awaiting_clientapp: Callable[[bool], None],
+                    ended: Callable[[], None]) -> None:
+    """A reply push of the SuperNode, watched (start_client_internal's _push_messages, the ``send`` and
+    ``object_store`` it is given): ``started()`` as it sends the reply to the SuperLink (its first
+    request), ``awaiting_clientapp(True)`` while it waits for an object the ClientApp has not uploaded
+    yet (False once one is there), ``ended()`` once the push is over, however it ended. Call before
+    adaptive_supernode_polls, which wraps what this installs."""
+    from flwr.supernode import start_client_internal as internal
+
+    push = internal._push_messages
+
+    def watched_push(**kwargs: Any) -> None:
+        send: Callable[..., Any] = kwargs["send"]
+
+        def watched_send(*args: Any) -> Any:
+            started()
+            return send(*args)
+
+        try:
+            push(**dict(kwargs, send=watched_send,
+                        object_store=_WatchedObjectStore(kwargs["object_store"], awaiting_clientapp)))
+        finally:
+            ended()
+
+    internal._push_messages = watched_push
+
+
+def wrap_stop_handlers(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
+    """The handlers Flower's SuperNode installs for STOP_SIGNALS (its graceful exit, which deactivates
+    the node) are installed as ``wrap(handler)``: start_client_internal's register_signal_handlers."""
+    from flwr.supernode import start_client_internal as internal
+
+    register = internal.register_signal_handlers
+
+    def register_wrapped(*args: Any, **kwargs: Any) -> None:
+        register(*args, **kwargs)
+        for sig in STOP_SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                signal.signal(sig, wrap(handler))
+
+    internal.register_signal_handlers = register_wrapped
+
+
+def on_exit(handler: Callable[[], None]) -> None:
+    """Flower calls ``handler`` when this process exits through flwr_exit (a stop signal, a refused
+    connection), before its force-exit timer starts and before handlers added earlier."""
+    from flwr.supercore.exit import add_exit_handler
+
+    add_exit_handler(handler, run_before_force_exit=True)
+
+
+def report_admission(registered: Callable[[int], None], refused: Callable[[int], None]) -> None:
+    """``registered(node_id)`` once the SuperLink has activated this SuperNode; ``refused(code)`` when it
+    turns the node away, with Flower's API error code (flwr.supercore.error.ApiErrorCode).
+
+    Read where Flower's Fleet connection gets them: the answers of FleetHttpClient.RegisterNode and
+    .ActivateNode (the node id is ActivateNode's; a refusal is an HTTP error carrying Flower's error
+    JSON, which the connection gives up on at once and exits with). Flower itself only logs them."""
+    import httpx
+    from flwr.proto.fleet_pb2 import ActivateNodeResponse
+    from flwr.supercore.error import FlowerError
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from google.protobuf.message import Message as ProtoMessage
+
+    def reporting(method: Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]
+                  ) -> Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]:
+        def call(self: FleetHttpClient, request: ProtoMessage) -> ProtoMessage:
+            try:
+                response = method(self, request)
+            except httpx.HTTPStatusError as exc:
+                error = FlowerError.from_json(exc.response.text)
+                if error is not None:
+                    refused(error.code)
+                raise
+            if isinstance(response, ActivateNodeResponse):
+                registered(int(response.node_id))
+            return response
+
+        return call
+
+    for name in ADMISSION_METHODS:
+        setattr(FleetHttpClient, name, reporting(getattr(FleetHttpClient, name)))
+
+
+# The Fleet API calls by which a SuperNode is admitted (RegisterNode only when it has no node key).
+ADMISSION_METHODS = ("RegisterNode", "ActivateNode")

@@ -1,4 +1,4 @@
-"""Pins of every Flower internal edgefld.flower_compat changes, and what the changes do.
+"""Pins of every Flower internal edgefld.flower_compat uses or changes, and what the changes do.
 
 The pins hash the source of the Flower code each change depends on: an upgrade of flwr
 that touches any of it fails here, naming what to re-check, before a federation slows
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import signal as signal_module
 import time
 
 import flwr
@@ -19,11 +20,18 @@ from flwr.app import Message, Metadata, RecordDict
 from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.serverapp.strategy import strategy_utils
 from flwr.superlink.grid.http_grid import HttpGrid
+from flwr.supercore.error import FlowerError
+from flwr.supercore.exit import exit as flower_exit
+from flwr.supercore.exit import exit_handler, signal_handler
+from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supernode import fleet_http_connection
 from flwr.supernode import start_client_internal as supernode_internal
+from flwr.supernode.fleet_http_client import FleetHttpClient
 from flwr.supernode.nodestate import NodeStateFactory
 from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
 
 from edgefld import flower_compat
+from edgefld.client import node_events
 
 
 def _digest(function) -> str:
@@ -36,9 +44,34 @@ PINNED = [
      "its loop calls the module's _pull_and_store_message and sleeps 3 s only when that returns None"),
     (supernode_internal._push_messages, "00bb86faffdec114",
      "it sends every reply get_messages_legacy(is_reply=True) gives, blocking (time.sleep(0.5)) only while "
-     "there is none (edgefld calls it only when one waits) or while a reply's objects are still coming"),
+     "there is none (edgefld calls it only when one waits) or while a reply's objects are still coming; "
+     "each push begins with a call of its keyword argument send, and reads each object with its keyword argument "
+     "object_store's get, b\"\" (sleeping 0.5 s) while the ClientApp has not uploaded it (on_reply_pushes)"),
     (supernode_internal._pull_and_store_message, "eaf5d0e36dc34e4c",
-     "a message whose run stops while it is received stays stored (its reply comes later, unasked)"),
+     "a message whose run stops while it is received stays stored (its reply comes later, unasked); a new "
+     "run's FAB comes from its keyword argument get_fab, after receive(), before anything is stored (refuse_fabs)"),
+    (supernode_internal._insert_message, "a0c6f4605e993f04",
+     "it stores a reply in the node state and its objects in the store, as Flower's own FAB-verification "
+     "error reply is stored (refuse_fabs)"),
+    (ProtobufClient.__init__, "ea57554c6ab40501",
+     "every request of a protobuf-over-HTTP client goes through the httpx.Client it keeps as _client "
+     "(on_protobuf_clients: the SuperNode's reads are bounded there)"),
+    (fleet_http_connection.http_request_response, "b80ca36779c2657f",
+     "the SuperNode is admitted by its FleetHttpClient's RegisterNode (without a node key) and ActivateNode, "
+     "whose response's node_id is the node id; a refusal is an httpx.HTTPStatusError whose body is Flower's "
+     "error JSON, given up on at once for a 412 (report_admission)"),
+    (FleetHttpClient.RegisterNode, "86626f63e2f0fc25", "RegisterNode answers a RegisterNodeFleetRequest"),
+    (FleetHttpClient.ActivateNode, "560fe67fc99714e1", "ActivateNode answers with an ActivateNodeResponse"),
+    (FlowerError.from_json, "b50b62374038193d",
+     "it reads the code of an HTTP error body {code, detail} (report_admission)"),
+    (signal_handler.register_signal_handlers, "372d224abafddcf8",
+     "it installs its graceful exit with signal.signal for SIGINT, SIGTERM and SIGQUIT, which the first "
+     "signal resets to the handlers found before (wrap_stop_handlers)"),
+    (exit_handler.add_exit_handler, "c153212885dfd1be",
+     "a handler added with run_before_force_exit=True runs in the first phase, last added first (on_exit)"),
+    (exit_handler.trigger_exit_handlers, "5703e77e3197160c", "each phase runs its handlers last added first"),
+    (flower_exit.flwr_exit, "1445f36e9999abb4",
+     "the run_before_force_exit handlers run before the force-exit timer starts (on_exit)"),
     (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
      "a reply to send is an entry of msg_store, not retrieved, with a reply_to_message_id (reply_waiting)"),
     (inflatable_utils.pull_objects, "31bb2de46b450e6a",
@@ -240,3 +273,231 @@ def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
 
 def test_the_warm_runtime_signs_what_flowers_superexec_signs():
     assert flower_compat.superexec_auth_methods() == frozenset({"/flwr.proto.Runtime/AcquireTask"})
+
+
+# --- the SuperNode's hooks (edgefld.client.supernode) ----------------------------------------------
+
+
+def test_the_supernode_calls_the_hooked_functions_by_the_names_edgefld_replaces():
+    loop = inspect.getsource(supernode_internal.start_client_internal)
+    assert "register_signal_handlers(" in loop and "_push_messages(" in loop
+    assert supernode_internal.register_signal_handlers is signal_handler.register_signal_handlers
+    assert set(flower_compat.STOP_SIGNALS) == set(signal_handler.SIGNAL_TO_EXIT_CODE)
+    connection = inspect.getsource(fleet_http_connection.http_request_response)
+    assert "client.RegisterNode" in connection and "client.ActivateNode" in connection
+    assert "node = Node(node_id=response.node_id)" in connection
+    assert "FlowerError.from_json(exc.response.text)" in connection
+    assert fleet_http_connection.FleetHttpClient is FleetHttpClient
+    assert set(flower_compat.ADMISSION_METHODS) <= set(vars(FleetHttpClient))
+
+
+def test_the_refusal_codes_the_daemon_names_are_flowers():
+    from flwr.supercore.error import ApiErrorCode
+
+    assert node_events.REGISTRATION_DISABLED == ApiErrorCode.FLEET_SUPERNODE_REGISTRATION_DISABLED
+    assert node_events.NODE_ACTIVATION_FAILED == ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED
+
+
+class _FleetServer:
+    """A loopback HTTP server answering the Fleet API's admission calls as a SuperLink would."""
+
+    def __init__(self, answers: dict[str, tuple[int, bytes]]) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                status, body = answers[self.path]
+                self.send_response(status)
+                self.send_header("content-type", "application/protobuf" if status == 200 else "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_node_id_and_the_servers_refusal_code_are_read_from_the_fleet_clients_answers():
+    import json
+
+    import httpx
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest, ActivateNodeResponse, RegisterNodeFleetRequest
+
+    refusal = json.dumps({"code": 2001, "detail": "SuperNode authentication is enabled."}).encode()
+    server = _FleetServer({"/v1/fleet/register-node": (412, refusal),
+                           "/v1/fleet/activate-node": (200, ActivateNodeResponse(node_id=4242).SerializeToString())})
+    saved = {name: vars(FleetHttpClient)[name] for name in flower_compat.ADMISSION_METHODS}
+    registered: list[int] = []
+    refused: list[int] = []
+    try:
+        flower_compat.report_admission(registered.append, refused.append)
+        with FleetHttpClient.from_server_address(server.address, True, None, interceptors=[]) as client:
+            with pytest.raises(httpx.HTTPStatusError):  # Flower's connection still gets the error and exits
+                client.RegisterNode(RegisterNodeFleetRequest(public_key=b"key"))
+            assert (registered, refused) == ([], [node_events.REGISTRATION_DISABLED])
+            assert client.ActivateNode(ActivateNodeRequest(public_key=b"key", heartbeat_interval=30)).node_id == 4242
+            assert (registered, refused) == ([4242], [node_events.REGISTRATION_DISABLED])
+    finally:
+        for name, method in saved.items():
+            setattr(FleetHttpClient, name, method)
+        server.close()
+
+
+def test_a_foreign_fab_is_answered_with_flowers_verification_error_and_nothing_of_it_is_stored():
+    from flwr.app import Error
+    from flwr.supercore.fab import Fab
+    from flwr.supercore.run import Run
+
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    store = ObjectStoreFactory().store()
+    state.set_node_id(5)
+    incoming = Message(RecordDict(), metadata=Metadata(
+        run_id=7, message_id="", src_node_id=0, dst_node_id=5, reply_to_message_id="", group_id="1",
+        created_at=time.time(), ttl=60.0, message_type="train"))
+    incoming.metadata.__dict__["_message_id"] = incoming.object_id  # as Flower's SuperLink names it
+    asked: list[tuple[bytes, int]] = []
+
+    def refusal(content: bytes, run_id: int) -> str | None:
+        asked.append((content, run_id))
+        return f"refused run {run_id}: not ours"
+
+    saved = supernode_internal._pull_and_store_message
+    try:
+        flower_compat.refuse_fabs(refusal)
+        run_id = supernode_internal._pull_and_store_message(
+            state=state, object_store=store, node_config={},
+            receive=lambda: (incoming, supernode_internal.get_object_tree(incoming)),
+            get_run=lambda run_id: Run.create_empty(run_id),
+            get_fab=lambda fab_hash, run_id: Fab(fab_hash, b"foreign code", {}),
+            pull_object=lambda run_id, object_id: b"", confirm_message_received=lambda run_id, object_id: None,
+            trusted_entities=None)
+    finally:
+        supernode_internal._pull_and_store_message = saved
+    assert run_id == 7 and asked == [(b"foreign code", 7)]
+    assert state.get_run(7) is None and not state.get_messages_legacy(is_reply=False)
+    (reply,) = state.get_messages_legacy(is_reply=True)
+    assert reply.metadata.reply_to_message_id == incoming.metadata.message_id
+    assert reply.has_error() and reply.error.code == supernode_internal.FAB_VERIFICATION_ERROR.code
+    assert isinstance(reply.error, Error) and reply.error.reason == "refused run 7: not ours"
+
+
+def test_every_protobuf_client_is_handed_over_as_the_httpx_client_its_requests_use():
+    import httpx
+
+    handed: list[httpx.Client] = []
+    saved = vars(ProtobufClient)["__init__"]
+    try:
+        flower_compat.on_protobuf_clients(handed.append)
+        client = FleetHttpClient.from_server_address("127.0.0.1:9", True, None, interceptors=[])
+    finally:
+        ProtobufClient.__init__ = saved
+    assert handed == [client._client] and isinstance(handed[0], httpx.Client)
+    client.close()
+
+
+def test_a_reply_push_is_seen_from_its_first_request_to_its_end():
+    """With Flower's own _push_messages: started() before the first send, ended() after, even when it fails."""
+    events: list[str] = []
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    store = ObjectStoreFactory().store()
+    _message(state, "a" * 64)
+    instruction = state.get_messages_legacy(is_reply=False)[0]
+    saved = supernode_internal._push_messages
+
+    def send(message, object_tree, runtime):
+        events.append("send")
+        raise RuntimeError("the link went down")  # Flower logs it and drops the reply
+
+    try:
+        flower_compat.on_reply_pushes(lambda: events.append("started"),
+                                      lambda awaiting: events.append(f"awaiting {awaiting}"),
+                                      lambda: events.append("ended"))
+        supernode_internal._insert_message(Message(RecordDict(), reply_to=instruction), state, store)
+        supernode_internal._push_messages(state=state, object_store=store, send=send,
+                                          push_object=lambda *args: None)
+    finally:
+        supernode_internal._push_messages = saved
+    assert events == ["started", "send", "ended"]
+
+
+def test_flowers_stop_handlers_are_installed_wrapped_and_edgefls_exit_handler_runs_first():
+    from flwr.supercore.telemetry import EventType
+
+    saved_register = supernode_internal.register_signal_handlers
+    saved_signals = {sig: signal_module.getsignal(sig) for sig in flower_compat.STOP_SIGNALS}
+    saved_exit_handlers = list(exit_handler.registered_exit_handlers)
+    wrapped: list[object] = []
+    ran: list[str] = []
+
+    def wrap(handler):
+        def run(signum, frame):
+            handler(signum, frame)
+        wrapped.append(handler)
+        return run
+
+    try:
+        exit_handler.registered_exit_handlers[:] = []
+        flower_compat.wrap_stop_handlers(wrap)
+        supernode_internal.register_signal_handlers(event_type=EventType.RUN_SUPERNODE_LEAVE)
+        assert len(wrapped) == len(flower_compat.STOP_SIGNALS)
+        for sig in flower_compat.STOP_SIGNALS:
+            assert signal_module.getsignal(sig).__qualname__.endswith("wrap.<locals>.run")
+        exit_handler.add_exit_handler(lambda: ran.append("added before, by Flower"), run_before_force_exit=True)
+        flower_compat.on_exit(lambda: ran.append("edgefl"))
+        exit_handler.trigger_exit_handlers(run_before_force_exit=True)
+        assert ran == ["edgefl", "added before, by Flower"]
+    finally:
+        supernode_internal.register_signal_handlers = saved_register
+        for sig, handler in saved_signals.items():
+            signal_module.signal(sig, handler)
+        exit_handler.registered_exit_handlers[:] = saved_exit_handlers
+
+
+def test_a_reply_push_waiting_for_its_clientapps_objects_says_so():
+    """Flower's push reads b"" for an object the ClientApp announced and has not uploaded, and waits."""
+    events: list[str] = []
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    store = ObjectStoreFactory().store()
+    _message(state, "a" * 64)
+    instruction = state.get_messages_legacy(is_reply=False)[0]
+
+    class LateUploads:  # each object is there only the second time the push asks for it
+        def __init__(self) -> None:
+            self.asked: set[str] = set()
+
+        def get(self, object_id: str) -> bytes | None:
+            if object_id not in self.asked:
+                self.asked.add(object_id)
+                return b""
+            return store.get(object_id)
+
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+    def send(message, object_tree, runtime):
+        events.append("send")
+        return {tree.object_id for tree in supernode_internal.iterate_object_tree(object_tree)}, "session"
+
+    saved = supernode_internal._push_messages
+    try:
+        flower_compat.on_reply_pushes(lambda: events.append("started"),
+                                      lambda awaiting: events.append(f"awaiting {awaiting}"),
+                                      lambda: events.append("ended"))
+        supernode_internal._insert_message(Message(RecordDict(), reply_to=instruction), state, store)
+        supernode_internal._push_messages(state=state, object_store=LateUploads(), send=send,
+                                          push_object=lambda *args: events.append("object pushed"))
+    finally:
+        supernode_internal._push_messages = saved
+    assert events[:3] == ["started", "send", "awaiting True"] and events[-1] == "ended", events
+    waits = [e for e in events if e.startswith("awaiting")]
+    assert waits == ["awaiting True", "awaiting False"] * (len(waits) // 2) and "object pushed" in events, events

@@ -7,9 +7,11 @@ signatures (`--trusted-entities`) need a licensed SuperLink. So the board
 checks each run's FAB where the SuperNode first fetches it, before storing it
 for a ClientApp: a foreign one gets Flower's own "FAB could not be verified"
 error reply, as an unsigned FAB would with trusted entities, and nothing of
-it is installed or imported. The check wraps one function of the pinned flwr.
-Every answer the SuperNode reads is bounded in size and rate (edgefld.client.bounded_reads).
-Its polls and waits are those of edgefld.flower_compat: fast while a federation is busy.
+it is installed or imported. Every answer the SuperNode reads is bounded in
+size and rate (edgefld.client.bounded_reads). Its polls and waits are those of
+edgefld.flower_compat: fast while a federation is busy. Where each of these
+goes in Flower is edgefld.flower_compat's (one hook each, pinned); this module
+holds the policy.
 
 It also stops in order. On SIGTERM from the daemon, Flower would stop its
 Runtime API first, and a ClientApp still training then fails to report
@@ -37,15 +39,9 @@ import stat
 import sys
 import threading
 import time
-from logging import ERROR
 from pathlib import Path
-from typing import Any, Callable
+from types import FrameType
 
-from flwr.app import Error, Message
-from flwr.common.logger import log
-from flwr.supercore.exit import add_exit_handler
-from flwr.supercore.protobuf.client import ProtobufClient
-from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.cli import flower_supernode
 
 from edgefld import flower_compat
@@ -58,53 +54,20 @@ PUSH_GRACE_S = 5.0  # ... unless it is pushing a reply: a reply cut in half woul
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 CLIENTAPP_GONE_S = 0.5  # for the kernel to end a SIGKILLed ClientApp
 
-_pull_and_store_message = supernode_internal._pull_and_store_message
-_push_messages = supernode_internal._push_messages
-_register_signal_handlers = supernode_internal.register_signal_handlers
 
-
-class ForeignFab(Exception):
-    pass
-
-
-def _checked_pull_and_store_message(**kwargs: Any) -> int | None:
-    received: list[Any] = []
-    receive: Callable[[], Any] = kwargs["receive"]
-    get_fab: Callable[[str, int], Any] = kwargs["get_fab"]
-
-    def remembering_receive() -> Any:
-        got = receive()
-        received[:] = [got]
-        return got
-
-    def checked_get_fab(fab_hash: str, run_id: int) -> Any:
-        fab = get_fab(fab_hash, run_id)
-        problem = foreign_fab_problem(fab.content)
-        if problem is not None:
-            raise ForeignFab(f"refused run {run_id}: its FAB is not edgefl's ({problem}); this board runs only "
-                             "the installed edgefld apps")
-        return fab
-
-    try:
-        return _pull_and_store_message(**dict(kwargs, receive=remembering_receive, get_fab=checked_get_fab))
-    except ForeignFab as exc:
-        message = received[0][0]
-        log(ERROR, "%s", exc)
-        reply = Message(Error(supernode_internal.FAB_VERIFICATION_ERROR.code, str(exc)), reply_to=message)
-        supernode_internal._insert_message(reply, kwargs["state"], kwargs["object_store"])
-        return int(message.metadata.run_id)
+def fab_refusal(content: bytes, run_id: int) -> str | None:
+    """Why this board refuses a run's FAB (any but edgefl's thin one), or None."""
+    problem = foreign_fab_problem(content)
+    if problem is None:
+        return None
+    return (f"refused run {run_id}: its FAB is not edgefl's ({problem}); this board runs only "
+            "the installed edgefld apps")
 
 
 def _bound_replies(max_reply_bytes: int, min_rate: int, grace: float) -> None:
     """Every Fleet client the SuperNode makes reads at most max_reply_bytes per answer, at min_rate or faster
     once grace seconds have passed."""
-    original_init = ProtobufClient.__init__
-
-    def bounded_init(self: ProtobufClient, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        bound(self._client, max_reply_bytes, min_rate, grace)
-
-    ProtobufClient.__init__ = bounded_init  # type: ignore[method-assign]
+    flower_compat.on_protobuf_clients(lambda client: bound(client, max_reply_bytes, min_rate, grace))
 
 
 class _Push:
@@ -123,41 +86,23 @@ class _Push:
     deferred: list[int] = []
 
 
-class _WatchedObjectStore:
-    """The SuperNode's object store as Flower's push reads it, noting when it waits for a ClientApp."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def get(self, object_id: str) -> bytes | None:
-        content: bytes | None = self._store.get(object_id)
-        _Push.awaiting_clientapp = content == b""
-        return content
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+def _push_started() -> None:
+    _Push.active = True
 
 
-def _pushing_send(send: Callable[..., Any]) -> Callable[..., Any]:
-    def run(*args: Any) -> Any:
-        _Push.active = True
-        return send(*args)
-    return run
+def _push_awaiting_clientapp(awaiting: bool) -> None:
+    _Push.awaiting_clientapp = awaiting
 
 
-def _atomic_push_messages(**kwargs: Any) -> None:
-    try:
-        _push_messages(**dict(kwargs, send=_pushing_send(kwargs["send"]),
-                              object_store=_WatchedObjectStore(kwargs["object_store"])))
-    finally:
-        _Push.active = False
-        _Push.awaiting_clientapp = False
-        if _Push.deferred:
-            signal.raise_signal(_Push.deferred.pop(0))
+def _push_ended() -> None:
+    _Push.active = False
+    _Push.awaiting_clientapp = False
+    if _Push.deferred:
+        signal.raise_signal(_Push.deferred.pop(0))
 
 
-def _deferring(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
-    def run(signum: int, frame: Any) -> None:
+def _deferring(handler: flower_compat.SignalHandler) -> flower_compat.SignalHandler:
+    def run(signum: int, frame: FrameType | None) -> None:
         if _Push.active and not _Push.awaiting_clientapp:
             if not _Push.deferred:
                 threading.Thread(target=_end_push_after, args=(PUSH_GRACE_S,), daemon=True).start()
@@ -174,14 +119,6 @@ def _end_push_after(seconds: float) -> None:
     if _Push.active and _Push.deferred:
         _Push.active = False
         signal.raise_signal(_Push.deferred.pop(0))
-
-
-def _register_deferring_signal_handlers(*args: Any, **kwargs: Any) -> None:
-    _register_signal_handlers(*args, **kwargs)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-        handler = signal.getsignal(sig)
-        if callable(handler):
-            signal.signal(sig, _deferring(handler))
 
 
 def _exit_soon() -> None:
@@ -236,7 +173,7 @@ def end_children_first() -> None:
 _parent_died = threading.Event()
 
 
-def _on_parent_death(signum: int, frame: Any) -> None:
+def _on_parent_death(signum: int, frame: FrameType | None) -> None:
     """The daemon died: nobody reads our output or waits for a status; leave as on SIGTERM, but quickly."""
     # The kernel sends the signal again each time we are reparented (the daemon's threads exit one
     # by one), and a second SIGTERM would meet the default action Flower restores after the first.
@@ -252,15 +189,15 @@ def _on_parent_death(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    supernode_internal._pull_and_store_message = _checked_pull_and_store_message
+    flower_compat.refuse_fabs(fab_refusal)
     bounds = bounds_from_environment()
     if bounds is not None:
         _bound_replies(*bounds)
-    supernode_internal._push_messages = _atomic_push_messages
-    supernode_internal.register_signal_handlers = _register_deferring_signal_handlers
-    flower_compat.adaptive_supernode_polls()  # wraps the FAB-checking pull above
+    flower_compat.on_reply_pushes(_push_started, _push_awaiting_clientapp, _push_ended)
+    flower_compat.wrap_stop_handlers(_deferring)
+    flower_compat.adaptive_supernode_polls()  # wraps the FAB-checking pull and the watched push above
     flower_compat.bound_object_pulls()
-    add_exit_handler(end_children_first, run_before_force_exit=True)
+    flower_compat.on_exit(end_children_first)
     signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
     parent = os.environ.get("EDGEFL_PARENT_PID", "")
     die_with_parent(PARENT_DEATH_SIGNAL, int(parent) if parent.isdigit() else None)

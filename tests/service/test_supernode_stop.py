@@ -1,4 +1,4 @@
-"""A stop signal and a reply being pushed (edgefld.client.supernode._Push)."""
+"""A stop signal and a reply being pushed (edgefld.client.supernode._Push; the push watched by flower_compat)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from flwr.supercore.object_store import ObjectStoreFactory
 
+from edgefld import flower_compat
 from edgefld.client import supernode
 
 
@@ -21,7 +22,7 @@ def clean_push_state() -> Any:
 
 def test_the_watched_store_notes_an_object_announced_but_not_uploaded(monkeypatch: pytest.MonkeyPatch) -> None:
     store = ObjectStoreFactory().store()
-    watched = supernode._WatchedObjectStore(store)
+    watched = flower_compat._WatchedObjectStore(store, supernode._push_awaiting_clientapp)
     assert watched.get("0" * 64) is None
     assert supernode._Push.awaiting_clientapp is False
     # What Flower's push sees for an object its ClientApp announced and has not sent yet.
