@@ -109,12 +109,14 @@ def write_launchers(directory: Path) -> Path:
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], output: IO[bytes] | int | None,
-          parent_death: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
-    """Start ``argv`` leading a process group of its own; it gets ``parent_death`` when we die."""
+          parent_death: int = signal.SIGTERM, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ``argv`` leading a process group of its own; it gets ``parent_death`` when we die.
+    Of our open files it inherits ``pass_fds`` only."""
     env = dict(env, EDGEFL_PARENT_PID=str(os.getpid()))
     return subprocess.Popen(
         list(argv), env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=_preexec(parent_death, os.getpid()), close_fds=True,
+        pass_fds=tuple(pass_fds),
     )
 
 

@@ -17,7 +17,9 @@ network answers ends the daemon: whoever can answer in the server's place
 could otherwise disable boards that systemd would never restart. Status 78
 stays for local configuration errors (found before any connection). A key the
 server has not enrolled is named too, and retried. The SuperNode is
-edgefld.client.supernode: Flower's, with a FAB check and bounded reads. By default
+edgefld.client.supernode: Flower's, with a FAB check and bounded reads; it tells this
+daemon its node id, or the code of the server's refusal, over a pipe
+(edgefld.client.node_events), and its output is relayed to the log. By default
 ([client] clientapp_runtime = "warm") it runs forked from edgefld.client.warm, which
 has Flower, edgefld's apps and the backend imported once and forks every round's
 ClientApp; with "flower", Flower's own SuperExec starts a fresh interpreter per message.
@@ -26,6 +28,7 @@ ClientApp; with "flower", Flower's own SuperExec starts a fresh interpreter per 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -38,6 +41,14 @@ from typing import Any
 
 from edgefld.backends.catalog import installed_backends
 from edgefld.client.bounded_reads import GRACE_ENV, MAX_REPLY_ENV, MIN_RATE_ENV
+from edgefld.client.node_events import (
+    NODE_ACTIVATION_FAILED,
+    NODE_EVENTS_FD_ENV,
+    REGISTRATION_DISABLED,
+    Registered,
+    Refused,
+    read_events,
+)
 from edgefld.config import Config
 from edgefld.config.schema import toml_literal
 from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError
@@ -59,7 +70,7 @@ BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it r
 # fix takes a person, so retry ever more slowly (doubling, up to [client] refusal_backoff_max), but
 # never give up for good.
 REFUSAL_BACKOFF_FIRST_S = 5
-_REGISTERED = re.compile(r"SuperNode ID: (\d+)")
+EVENTS_AFTER_EXIT_S = 1.0  # for the SuperNode's last event (a refusal) to be read once it has exited
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
 
 
@@ -104,7 +115,8 @@ class ClientDaemon:
         self.notifier = Notifier()
         self.stopping = threading.Event()
         self.supernode: subprocess.Popen[bytes] | None = None
-        self.refusal: Refusal | None = None  # read from the SuperNode's output
+        self.refusal: Refusal | None = None  # the SuperNode's last report of the server's refusal
+        self._events: threading.Thread | None = None  # reads what the running SuperNode reports
         self.tls = client_tls(self.client)
         self.key_path = self.client.key.replace("{cid}", str(self.client.cid)) if self.client.key else None
         check_client_files(self.client, self.key_path, config.source)
@@ -181,14 +193,14 @@ class ClientDaemon:
             log.debug("probe: %s", probe.message)
         return None
 
-    def _refusal_in(self, text: str) -> Refusal | None:
-        """Flower's SuperNode names the server's refusals only by code; say what they mean here."""
-        if "[code: 2004]" in text:
+    def _refusal_of(self, code: int) -> Refusal | None:
+        """Flower names the server's refusals only by code; say what they mean here (None: no refusal of ours)."""
+        if code == NODE_ACTIVATION_FAILED:
             public = Path(self.key_path).with_suffix(".pub").name if self.key_path else "KEY.pub"
             return Refusal(f"the server refused this node's key ({self.key_fingerprint}): it is not enrolled there "
                            f"(run `edgefl enrol {public}` on the server), or, right after a restart, the server "
                            "still holds this node's previous session (it expires within a minute)", fatal=False)
-        if "[code: 2001]" in text:
+        if code == REGISTRATION_DISABLED:
             return Refusal("the server admits only enrolled boards and this board has no node key: create one with "
                            f"`edgefl pki client-key --cid {self.client.cid}`, set [client] key, and enrol its .pub "
                            "on the server", fatal=True)
@@ -228,30 +240,44 @@ class ClientDaemon:
         })
         self.registered.clear()
         self.refusal = None
-        self.supernode = spawn(argv, env, subprocess.PIPE)
+        events_r, events_w = os.pipe()
+        env[NODE_EVENTS_FD_ENV] = str(events_w)
+        try:
+            self.supernode = spawn(argv, env, subprocess.PIPE, pass_fds=(events_w,))
+        except BaseException:
+            os.close(events_r)
+            raise
+        finally:
+            os.close(events_w)  # the SuperNode's end now: the pipe ends when it does
         threading.Thread(target=self._read_output, args=(self.supernode,), daemon=True).start()
+        self._events = threading.Thread(target=self._read_events, args=(events_r,), daemon=True)
+        self._events.start()
         log.info("connecting to %s as client %d (%s pid %d)", self.client.server, self.client.cid,
                  "warm runtime" if self.client.clientapp_runtime == "warm" else "SuperNode", self.supernode.pid)
         self.notifier.set_status(f"connecting to {self.client.server}")
 
     def _read_output(self, process: subprocess.Popen[bytes]) -> None:
+        """Relay the SuperNode's output to the log: what says something is wrong at INFO, the rest at DEBUG."""
         assert process.stdout is not None
         for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            text = re.sub(r"\x1b\[[0-9;]*m", "", line)
-            found = _REGISTERED.search(text)
-            refusal = self._refusal_in(text)
-            if refusal is not None:
-                self.refusal = refusal
-                log.debug("supernode: %s", text.strip())
-            elif found:
-                self.node_id = found.group(1)
-                self.registered.set()
-                log.info("registered with %s as node %s", self.client.server, self.node_id)
-            elif "ERROR" in text or "WARNING" in text or _RETRYING.search(text):
+            text = re.sub(r"\x1b\[[0-9;]*m", "", raw.decode("utf-8", "replace").rstrip())
+            if "ERROR" in text or "WARNING" in text or _RETRYING.search(text):
                 log.info("supernode: %s", text.strip())
             else:
                 log.debug("supernode: %s", text.strip())
+
+    def _read_events(self, events_fd: int) -> None:
+        """What the SuperNode reports (edgefld.client.node_events): its node id once admitted, or the server's refusal."""
+        for event in read_events(events_fd):
+            if isinstance(event, Registered):
+                self.node_id = str(event.node_id)
+                self.registered.set()
+                log.info("registered with %s as node %s", self.client.server, self.node_id)
+            elif isinstance(event, Refused):
+                refusal = self._refusal_of(event.code)
+                if refusal is not None:
+                    self.refusal = refusal
+                log.debug("supernode: refused with code %d", event.code)
 
     def _supervise(self, started_at: float) -> int | None:
         assert self.supernode is not None
@@ -270,6 +296,8 @@ class ClientDaemon:
             self._report_last_round()
             code = self.supernode.poll()
             if code is not None:
+                if self._events is not None:  # its pipe ends with it: a refusal it reported last is read by now
+                    self._events.join(EVENTS_AFTER_EXIT_S)
                 return code
         stop_tree(self.supernode, timeout=5.0)
         return None

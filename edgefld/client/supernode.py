@@ -9,9 +9,10 @@ for a ClientApp: a foreign one gets Flower's own "FAB could not be verified"
 error reply, as an unsigned FAB would with trusted entities, and nothing of
 it is installed or imported. Every answer the SuperNode reads is bounded in
 size and rate (edgefld.client.bounded_reads). Its polls and waits are those of
-edgefld.flower_compat: fast while a federation is busy. Where each of these
-goes in Flower is edgefld.flower_compat's (one hook each, pinned); this module
-holds the policy.
+edgefld.flower_compat: fast while a federation is busy. It tells the daemon
+its node id once admitted, or the code of the server's refusal, over a pipe
+(edgefld.client.node_events). Where each of these goes in Flower is
+edgefld.flower_compat's (one hook each, pinned); this module holds the policy.
 
 It also stops in order. On SIGTERM from the daemon, Flower would stop its
 Runtime API first, and a ClientApp still training then fails to report
@@ -46,6 +47,7 @@ from flwr.supernode.cli import flower_supernode
 
 from edgefld import flower_compat
 from edgefld.client.bounded_reads import bound, bounds_from_environment
+from edgefld.client.node_events import EventWriter
 from edgefld.procs import descendants, die_with_parent
 from edgefld.server.fab import foreign_fab_problem
 
@@ -197,6 +199,9 @@ def main() -> None:
     flower_compat.wrap_stop_handlers(_deferring)
     flower_compat.adaptive_supernode_polls()  # wraps the FAB-checking pull and the watched push above
     flower_compat.bound_object_pulls()
+    events = EventWriter.from_environment()
+    if events is not None:
+        flower_compat.report_admission(events.registered, events.refused)
     flower_compat.on_exit(end_children_first)
     signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
     parent = os.environ.get("EDGEFL_PARENT_PID", "")

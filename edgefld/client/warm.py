@@ -46,6 +46,7 @@ import sys
 import time
 from typing import Sequence
 
+from edgefld.client.node_events import NODE_EVENTS_FD_ENV
 from edgefld.procs import die_with_parent
 
 PROCESS_NAME = b"edgefl-warm"
@@ -149,6 +150,7 @@ class WarmRuntime:
             os._exit(70)
         os.close(secret_r)
         self.supernode_pid = pid
+        _leave_node_events_to_supernode()
 
     def start_clientapp(self, token: str) -> None:
         parent = os.getpid()
@@ -321,6 +323,17 @@ class WarmRuntime:
             if stat.S_ISFIFO(os.fstat(fd).st_mode):  # the pipe to the daemon is broken: writes would fail
                 os.dup2(devnull, fd)
         self.stopping = True
+
+
+def _leave_node_events_to_supernode() -> None:
+    """The daemon's pipe for the SuperNode's node events (edgefld.client.node_events) is the forked
+    SuperNode's alone: closed here, the daemon sees it end with the SuperNode, and no ClientApp inherits it."""
+    fd = os.environ.pop(NODE_EVENTS_FD_ENV, "")
+    if fd.isdigit():
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
 
 
 def _flush() -> None:
