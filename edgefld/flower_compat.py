@@ -67,6 +67,54 @@ def superexec_auth_methods() -> frozenset[str]:
     return frozenset(_SUPEREXEC_AUTH_METHODS)
 
 
+# --- the warm runtime (edgefld.client.warm): Flower's SuperExec and flwr-clientapp, in one process -----
+
+
+class ClientAppTasks:
+    """The SuperNode's Runtime API as Flower's SuperExec claims ClientApp tasks from it (run_superexec):
+    AcquireTask over loopback HTTP, signed with the SuperExec secret the SuperNode was started with."""
+
+    def __init__(self, runtime_address: str, secret: bytes) -> None:
+        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
+        from flwr.supercore.runtime import RuntimeHttpClient
+
+        self._client = RuntimeHttpClient.from_server_address(
+            server_address=runtime_address, insecure=True, root_certificates=None,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+                          SuperExecAuthHttpInterceptor(master_secret=secret,
+                                                       protected_methods=superexec_auth_methods())],
+        )
+
+    def claim(self) -> str | None:
+        """The token of a ClientApp task, now this caller's alone; None when none waits.
+
+        Raises httpx.HTTPStatusError when the SuperNode answers but refuses, and another
+        httpx.HTTPError or ValueError when it is not serving (starting, stopping) or answers garbage."""
+        from flwr.proto.runtime_pb2 import AcquireTaskRequest
+        from flwr.supercore.constant import TaskType
+
+        response = self._client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        if response.HasField("task") and response.token:
+            return str(response.token)
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def preload_clientapp_runtime() -> None:
+    """Import what run_clientapp runs, creating nothing (a process that forks ClientApps does it once)."""
+    import flwr.supernode.runtime.run_clientapp  # noqa: F401
+
+
+def run_clientapp(runtime_address: str, token: str) -> None:
+    """Flower's ClientApp process (flwr-clientapp) for the task ``token``, run in this process as Flower's
+    SuperExec would start it in a new one; it exits (SystemExit) as that process would."""
+    from flwr.supernode.runtime.run_clientapp import run_clientapp as flower_run_clientapp
+
+    flower_run_clientapp(runtime_api_address=runtime_address, token=token, insecure=True)
+
+
 def bound_object_pulls() -> None:
     """Every object pull of this process retries quickly (ClientApp, SuperNode, ServerApp).
 

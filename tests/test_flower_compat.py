@@ -24,11 +24,14 @@ from flwr.supercore.error import FlowerError
 from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.exit import exit_handler, signal_handler
 from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.superexec.run_superexec import run_superexec
 from flwr.supernode import fleet_http_connection
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.fleet_http_client import FleetHttpClient
 from flwr.supernode.nodestate import NodeStateFactory
 from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 from edgefld import flower_compat
 from edgefld.client import node_events
@@ -72,6 +75,14 @@ PINNED = [
     (exit_handler.trigger_exit_handlers, "5703e77e3197160c", "each phase runs its handlers last added first"),
     (flower_exit.flwr_exit, "1445f36e9999abb4",
      "the run_before_force_exit handlers run before the force-exit timer starts (on_exit)"),
+    (run_superexec, "91e7a33c5b898f33",
+     "SuperExec claims a task with RuntimeHttpClient.AcquireTask through RuntimeVersionHttpInterceptor(component_name="
+     "\"SuperExec\") and SuperExecAuthHttpInterceptor(_SUPEREXEC_AUTH_METHODS), and launches it when the answer "
+     "HasField(\"task\") and carries a token (ClientAppTasks does the same for the warm runtime)"),
+    (RuntimeHttpClient.AcquireTask, "f21b3440bebc1206", "AcquireTask answers an AcquireTaskRequest (ClientAppTasks)"),
+    (run_clientapp, "6ce09559f3a2f5dc",
+     "it is the whole of a flwr-clientapp process's work for one task token; the warm runtime runs it in a fork "
+     "(run_clientapp) and exits with its SystemExit"),
     (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
      "a reply to send is an entry of msg_store, not retrieved, with a reply_to_message_id (reply_waiting)"),
     (inflatable_utils.pull_objects, "31bb2de46b450e6a",

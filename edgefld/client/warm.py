@@ -44,10 +44,13 @@ import signal
 import stat
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from edgefld.client.node_events import NODE_EVENTS_FD_ENV
 from edgefld.procs import die_with_parent
+
+if TYPE_CHECKING:
+    from edgefld.flower_compat import ClientAppTasks
 
 PROCESS_NAME = b"edgefl-warm"
 CLIENTAPP_NAME = b"flwr-clientapp"
@@ -88,8 +91,9 @@ def preload_supernode() -> None:
 
 def preload_clientapp() -> None:
     """Import Flower's ClientApp runtime and edgefld's ClientApp with what its handlers import."""
-    import flwr.supernode.runtime.run_clientapp  # noqa: F401
+    from edgefld.flower_compat import preload_clientapp_runtime
 
+    preload_clientapp_runtime()
     import edgefld.apps.client_app  # noqa: F401  (the ClientApp the thin FAB names)
     # What the ClientApp's handlers import when a message comes (edgefld.apps.client_app).
     import edgefld.backends.layout  # noqa: F401
@@ -164,9 +168,9 @@ class WarmRuntime:
             sys.argv = ["flwr-clientapp"]
             code = 1
             try:
-                from flwr.supernode.runtime.run_clientapp import run_clientapp
+                from edgefld.flower_compat import run_clientapp
 
-                run_clientapp(runtime_api_address=self.runtime_address, token=token, insecure=True)
+                run_clientapp(self.runtime_address, token)
                 code = 0
             except SystemExit as exc:  # flwr_exit, after reporting the task
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -223,28 +227,12 @@ class WarmRuntime:
 
     # -- claiming tasks ----------------------------------------------------------------------------
 
-    def _runtime_client(self) -> object:
-        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
-        from flwr.supercore.runtime import RuntimeHttpClient
-
-        from edgefld.flower_compat import superexec_auth_methods
-
-        return RuntimeHttpClient.from_server_address(
-            server_address=self.runtime_address, insecure=True, root_certificates=None,
-            interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec"),
-                          SuperExecAuthHttpInterceptor(master_secret=self.secret,
-                                                       protected_methods=superexec_auth_methods())],
-        )
-
-    def claim(self, client: object) -> str | None:
+    def claim(self, tasks: ClientAppTasks) -> str | None:
         """One AcquireTask: a ClientApp task's token, or None (none waiting, or the SuperNode not serving yet)."""
         import httpx
-        from flwr.proto.runtime_pb2 import AcquireTaskRequest
-        from flwr.supercore.constant import TaskType
 
         try:
-            response = client.AcquireTask(  # type: ignore[attr-defined]
-                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+            token = tasks.claim()
         except httpx.HTTPStatusError as exc:  # the SuperNode answers but refuses: say it once, keep trying
             if not self.refused:
                 self.refused = True
@@ -258,9 +246,7 @@ class WarmRuntime:
         except (httpx.HTTPError, ValueError):  # not serving yet (starting, stopping), or a broken answer
             return None
         self.refused = False
-        if response.HasField("task") and response.token:
-            return str(response.token)
-        return None
+        return token
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, woken early by any signal (SIGTERM, a child's exit)."""
@@ -283,20 +269,22 @@ class WarmRuntime:
         self.start_supernode()
         preload_clientapp()
         self._preload(backend)
-        client = self._runtime_client()
+        from edgefld.flower_compat import ClientAppTasks
+
+        tasks = ClientAppTasks(self.runtime_address, self.secret)
         interval = FAST_CLAIM_S
         while not self.stopping:  # a parent-death signal during preloading already set it
             self.reap()
             if self.supernode_status is not None:
                 break
-            token = self.claim(client)
+            token = self.claim(tasks)
             if token is not None:
                 self.start_clientapp(token)
                 interval = FAST_CLAIM_S
                 continue
             interval = claim_interval(time.monotonic() - self.last_task, interval)
             self._sleep(interval)
-        client.close()  # type: ignore[attr-defined]
+        tasks.close()
         return self.stop()
 
     def _preload(self, backend: str) -> None:
