@@ -32,7 +32,7 @@ from __future__ import annotations
 import signal
 import time
 import types
-from logging import ERROR
+from logging import ERROR, WARNING
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
@@ -479,3 +479,52 @@ def report_admission(registered: Callable[[int], None], refused: Callable[[int],
 
 # The Fleet API calls by which a SuperNode is admitted (RegisterNode only when it has no node key).
 ADMISSION_METHODS = ("RegisterNode", "ActivateNode")
+
+
+# --- the SuperLink (edgefld.server.link, run through edgefld.flower_entry) ------------------------------
+
+
+def refuse_superlink_runs(submitted: Callable[[bytes | None], str | None],
+                          starting: Callable[[int, bytes | None], str | None]) -> None:
+    """The SuperLink holds every run to what two checks allow, where a FAB passes on its way to a process.
+
+    A run submitted (Control API StartRun) is refused, nothing stored, when ``submitted(fab_content)``
+    gives a reason (content None: the request names a stored or remote app instead of carrying a FAB).
+    A ServerApp process asking for its run's inputs (Runtime API PullTaskInput) gets nothing when
+    ``starting(run_id, fab_content)`` gives one (None: the run has no FAB), so a FAB stored by any
+    other path is never handed out. A refusal is an HTTP 403 with the reason and one WARNING line
+    (a FlowerError would add an ERROR line of Flower's). Wraps control_handlers.start_run and
+    runtime_handlers.pull_task_input, which the routers look up at call time."""
+    from fastapi import HTTPException
+    from flwr.common.logger import log
+    from flwr.proto.control_pb2 import StartRunRequest, StartRunResponse
+    from flwr.proto.runtime_pb2 import PullTaskInputRequest, PullTaskInputResponse
+    from flwr.proto.task_pb2 import Task
+    from flwr.server.superlink.linkstate import LinkState
+    from flwr.superlink.servicer.control import control_handlers
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    start_run = control_handlers.start_run
+    pull_task_input = runtime_handlers.pull_task_input
+
+    def refused(reason: str) -> HTTPException:
+        log(WARNING, "%s", reason)
+        return HTTPException(403, reason)
+
+    def checked_start_run(request: StartRunRequest, *args: Any, **kwargs: Any) -> StartRunResponse:
+        content = None if request.app_spec or not request.fab.content else bytes(request.fab.content)
+        reason = submitted(content)
+        if reason is not None:
+            raise refused(reason)
+        return start_run(request, *args, **kwargs)
+
+    def checked_pull_task_input(request: PullTaskInputRequest, state: LinkState, task: Task) -> PullTaskInputResponse:
+        runs = state.get_run_info(run_ids=[task.run_id])
+        fab = state.get_fab(runs[0].fab_hash) if runs and runs[0].fab_hash else None
+        reason = starting(int(task.run_id), None if fab is None else bytes(fab.content))
+        if reason is not None:
+            raise refused(reason)
+        return pull_task_input(request, state, task)
+
+    control_handlers.start_run = checked_start_run
+    runtime_handlers.pull_task_input = checked_pull_task_input

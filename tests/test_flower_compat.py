@@ -512,3 +512,51 @@ def test_a_reply_push_waiting_for_its_clientapps_objects_says_so():
     assert events[:3] == ["started", "send", "awaiting True"] and events[-1] == "ended", events
     waits = [e for e in events if e.startswith("awaiting")]
     assert waits == ["awaiting True", "awaiting False"] * (len(waits) // 2) and "object pushed" in events, events
+
+
+# --- the SuperLink's hook (edgefld.server.link) ------------------------------------------------------
+
+
+def test_the_superlinks_routers_look_up_the_checked_functions_at_call_time():
+    from flwr.server.superlink.linkstate import LinkState
+    from flwr.superlink import main as superlink_main
+    from flwr.superlink.servicer.control import control_handlers
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    # The HTTP and gRPC routers call control_handlers.start_run by attribute; the Runtime router calls
+    # pull_task_input on the module SuperLink installs as its runtime handlers.
+    assert superlink_main._RUNTIME_HANDLERS is runtime_handlers
+    for module in ("flwr.superlink.routers.control.router", "flwr.superlink.servicer.control.control_servicer"):
+        assert "control_handlers.start_run(" in inspect.getsource(__import__(module, fromlist=["_"])), module
+    router = inspect.getsource(__import__("flwr.supercore.routers.runtime.router", fromlist=["_"]))
+    assert "handlers.pull_task_input(request, state, task)" in router
+    assert list(inspect.signature(runtime_handlers.pull_task_input).parameters) == ["request", "state", "task"]
+    assert list(inspect.signature(control_handlers.start_run).parameters)[0] == "request"
+    # What the PullTaskInput check reads of a run: its FAB, by the run's fab_hash.
+    assert "run_ids" in inspect.signature(LinkState.get_run_info).parameters
+    assert list(inspect.signature(LinkState.get_fab).parameters) == ["self", "fab_hash"]
+
+
+def test_a_run_the_superlink_refuses_is_a_403_with_the_reason_and_the_handler_is_not_called():
+    from fastapi import HTTPException
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.proto.fab_pb2 import Fab
+    from flwr.superlink.servicer.control import control_handlers
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    seen: list[object] = []
+    originals = control_handlers.start_run, runtime_handlers.pull_task_input
+    try:
+        control_handlers.start_run = lambda request, *args, **kwargs: seen.append(request) or "started"
+        flower_compat.refuse_superlink_runs(lambda content: None if content == b"ours" else f"not ours: {content!r}",
+                                            lambda run_id, content: None)
+        with pytest.raises(HTTPException) as refused:
+            control_handlers.start_run(StartRunRequest(app_spec="@someone/app"), None, None, None)
+        assert (refused.value.status_code, refused.value.detail) == (403, "not ours: None")
+        with pytest.raises(HTTPException):
+            control_handlers.start_run(StartRunRequest(fab=Fab(hash_str="x", content=b"theirs")), None, None, None)
+        assert seen == []
+        ours = StartRunRequest(fab=Fab(hash_str="x", content=b"ours"))
+        assert control_handlers.start_run(ours, None, None, None) == "started" and seen == [ours]
+    finally:
+        control_handlers.start_run, runtime_handlers.pull_task_input = originals

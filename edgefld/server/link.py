@@ -8,56 +8,38 @@ SuperLink holds every run to edgefl's thin FAB (edgefld.server.fab
 process: when a run is submitted (``StartRun``: refused, nothing is stored)
 and when a ServerApp process asks for its run's inputs (``PullTaskInput``: a
 FAB stored by any other path is never handed out). Each refusal is one
-WARNING line in the SuperLink's log. The checks wrap two functions of the
-pinned flwr (tests/service/test_link.py pins them).
+WARNING line in the SuperLink's log. Where the checks go in Flower is
+edgefld.flower_compat's (refuse_superlink_runs, pinned); this module holds the policy.
 """
 
 from __future__ import annotations
 
-from logging import WARNING
-from typing import Any
-
-from fastapi import HTTPException
-from flwr.common.logger import log
-from flwr.superlink.servicer.control import control_handlers
-from flwr.superlink.servicer.runtime import runtime_handlers
-
+from edgefld import flower_compat
 from edgefld.server.fab import foreign_fab_problem
 
-_start_run = control_handlers.start_run
-_pull_task_input = runtime_handlers.pull_task_input
 
-
-def submitted_fab_problem(request: Any) -> str | None:
-    """Why a StartRun request does not carry edgefl's thin FAB, or None."""
-    if request.app_spec or not request.fab.content:
+def submitted_fab_problem(content: bytes | None) -> str | None:
+    """Why a submitted run's FAB is not edgefl's thin one, or None; ``content`` None: the request
+    carries no FAB (it names a stored or remote app)."""
+    if content is None:
         return "it names a stored or remote app instead of carrying a FAB"
-    return foreign_fab_problem(request.fab.content)
+    return foreign_fab_problem(content)
 
 
-def _checked_start_run(request: Any, *args: Any, **kwargs: Any) -> Any:
-    problem = submitted_fab_problem(request)
-    if problem is not None:
-        message = f"refused a run: its FAB is not edgefl's ({problem}); this server runs only the installed edgefld apps"
-        log(WARNING, "%s", message)
-        raise HTTPException(403, message)  # a FlowerError would add an ERROR line of Flower's
-    return _start_run(request, *args, **kwargs)
+def submitted_run_refusal(content: bytes | None) -> str | None:
+    problem = submitted_fab_problem(content)
+    if problem is None:
+        return None
+    return f"refused a run: its FAB is not edgefl's ({problem}); this server runs only the installed edgefld apps"
 
 
-def _checked_pull_task_input(request: Any, state: Any, task: Any) -> Any:
-    runs = state.get_run_info(run_ids=[task.run_id])
-    fab = state.get_fab(runs[0].fab_hash) if runs and runs[0].fab_hash else None
-    problem = "it has no FAB" if fab is None else foreign_fab_problem(fab.content)
-    if problem is not None:
-        message = (f"refused to start run {task.run_id}: its FAB is not edgefl's ({problem}); this server runs only "
-                   "the installed edgefld apps")
-        log(WARNING, "%s", message)
-        raise HTTPException(403, message)
-    return _pull_task_input(request, state, task)
+def starting_run_refusal(run_id: int, content: bytes | None) -> str | None:
+    problem = "it has no FAB" if content is None else foreign_fab_problem(content)
+    if problem is None:
+        return None
+    return (f"refused to start run {run_id}: its FAB is not edgefl's ({problem}); this server runs only "
+            "the installed edgefld apps")
 
 
 def install() -> None:
-    control_handlers.start_run = _checked_start_run
-    runtime_handlers.pull_task_input = _checked_pull_task_input
-
-
+    flower_compat.refuse_superlink_runs(submitted_run_refusal, starting_run_refusal)
