@@ -224,3 +224,7 @@ def test_the_guard_defaults_are_the_schemas_in_the_policy_and_the_clientapp(tmp_
     # A node config that leaves them out (one written by hand) gets the same.
     node = client_app.NodeSettings.from_context(_context(tmp_path, BOARDS / "rpi4-2gb"))
     assert (node.guards, node.memory_margin_mb, node.heavy_task_min_watts) == schema
+    # The README says it in words; heavy tasks are the task list's.
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").split())
+    assert f"`[client] heavy_task_min_watts` (default {schema[2]} W" in readme
+    assert "a Jetson takes " + ", ".join(sorted(guards.HEAVY_TASKS)) + " only in a power mode" in readme
