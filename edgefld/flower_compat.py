@@ -1,5 +1,6 @@
 """Flower 1.42 internals edgefld uses or changes, all of them here: the waits on a round's path, how
-replies flow, and the SuperNode's hooks (FAB check, bounded reads, stops, admission).
+replies flow, the SuperNode's and the SuperLink's hooks, and the warm runtime's use of Flower's
+SuperExec and ClientApp runtime.
 
 Flower's fixed waits cost a round seconds whatever the training takes:
 the SuperNode sleeps 3 s after every empty poll and 0.5 s while it waits for a
@@ -21,6 +22,10 @@ places in Flower it goes): a FAB check where a run's FAB is first fetched
 (on_reply_pushes), Flower's stop-signal handlers wrapped (wrap_stop_handlers),
 an exit handler run first (on_exit), and the node id or the server's refusal
 code read from the Fleet client's answers (report_admission), not from the log.
+The SuperLink's: its FAB checks at StartRun and PullTaskInput
+(refuse_superlink_runs; edgefld.server.link holds the policy). The warm runtime
+(edgefld.client.warm) claims ClientApp tasks as Flower's SuperExec does
+(ClientAppTasks) and runs Flower's ClientApp runtime in its forks (run_clientapp).
 
 Each one is pinned by tests/test_flower_compat.py (the source of the code it
 depends on, hashed, and what it does, tried): an upgrade of flwr that changes
