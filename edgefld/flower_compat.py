@@ -37,8 +37,9 @@ from __future__ import annotations
 import signal
 import time
 import types
+from collections.abc import Callable, Iterable
 from logging import ERROR, WARNING
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx

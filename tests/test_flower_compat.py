@@ -14,18 +14,18 @@ import time
 
 import flwr
 import pytest
-from flwr.supercore.inflatable import inflatable_utils
-from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 from flwr.app import Message, Metadata, RecordDict
-from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.serverapp.strategy import strategy_utils
-from flwr.superlink.grid.http_grid import HttpGrid
 from flwr.supercore.error import FlowerError
 from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.exit import exit_handler, signal_handler
+from flwr.supercore.inflatable import inflatable_utils
+from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.superexec.run_superexec import run_superexec
+from flwr.superlink.grid.http_grid import HttpGrid
 from flwr.supernode import fleet_http_connection
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.fleet_http_client import FleetHttpClient

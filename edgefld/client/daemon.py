@@ -45,8 +45,8 @@ from edgefld.client.node_events import (
     NODE_ACTIVATION_FAILED,
     NODE_EVENTS_FD_ENV,
     REGISTRATION_DISABLED,
-    Registered,
     Refused,
+    Registered,
     read_events,
 )
 from edgefld.config import Config
@@ -267,7 +267,7 @@ class ClientDaemon:
                 log.debug("supernode: %s", text.strip())
 
     def _read_events(self, events_fd: int) -> None:
-        """What the SuperNode reports (edgefld.client.node_events): its node id once admitted, or the server's refusal."""
+        """What the SuperNode reports (edgefld.client.node_events): its node id once admitted, or a refusal."""
         for event in read_events(events_fd):
             if isinstance(event, Registered):
                 self.node_id = str(event.node_id)
