@@ -45,8 +45,8 @@ from edgefld.client.node_events import (
     NODE_ACTIVATION_FAILED,
     NODE_EVENTS_FD_ENV,
     REGISTRATION_DISABLED,
-    Refused,
-    Registered,
+    NodeRefused,
+    NodeRegistered,
     read_events,
 )
 from edgefld.config import Config
@@ -269,11 +269,11 @@ class ClientDaemon:
     def _read_events(self, events_fd: int) -> None:
         """What the SuperNode reports (edgefld.client.node_events): its node id once admitted, or a refusal."""
         for event in read_events(events_fd):
-            if isinstance(event, Registered):
+            if isinstance(event, NodeRegistered):
                 self.node_id = str(event.node_id)
                 self.registered.set()
                 log.info("registered with %s as node %s", self.client.server, self.node_id)
-            elif isinstance(event, Refused):
+            elif isinstance(event, NodeRefused):
                 refusal = self._refusal_of(event.code)
                 if refusal is not None:
                     self.refusal = refusal

@@ -24,24 +24,24 @@ NODE_ACTIVATION_FAILED = 2004  # FLEET_NODE_ACTIVATION_FAILED: its key is not en
 
 
 @dataclass(frozen=True)
-class Registered:
+class NodeRegistered:
     """The SuperLink activated this SuperNode as ``node_id``."""
 
     node_id: int
 
 
 @dataclass(frozen=True)
-class Refused:
+class NodeRefused:
     """The SuperLink turned this SuperNode away with Flower's API error ``code``."""
 
     code: int
 
 
-NodeEvent = Registered | Refused
+NodeEvent = NodeRegistered | NodeRefused
 
 
 def encode(event: NodeEvent) -> bytes:
-    if isinstance(event, Registered):
+    if isinstance(event, NodeRegistered):
         fields: dict[str, str | int] = {"event": "registered", "node_id": event.node_id}
     else:
         fields = {"event": "refused", "code": event.code}
@@ -58,9 +58,9 @@ def decode(line: bytes) -> NodeEvent | None:
         return None
     kind, node_id, code = fields.get("event"), fields.get("node_id"), fields.get("code")
     if kind == "registered" and type(node_id) is int:
-        return Registered(node_id)
+        return NodeRegistered(node_id)
     if kind == "refused" and type(code) is int:
-        return Refused(code)
+        return NodeRefused(code)
     return None
 
 
@@ -84,10 +84,10 @@ class EventWriter:
         return cls(fd)
 
     def registered(self, node_id: int) -> None:
-        self._write(Registered(node_id))
+        self._write(NodeRegistered(node_id))
 
     def refused(self, code: int) -> None:
-        self._write(Refused(code))
+        self._write(NodeRefused(code))
 
     def _write(self, event: NodeEvent) -> None:
         try:
