@@ -65,6 +65,23 @@ REPLY_WAIT_S = 0.05
 REPLY_WAITING = 0
 
 
+def _original(owner: object, name: str) -> Callable[..., Any]:
+    """Flower's ``owner.name`` as it is now, to be wrapped."""
+    function: Callable[..., Any] = getattr(owner, name)
+    return function
+
+
+def _patch(owner: object, name: str, replacement: object) -> None:
+    """Flower's ``owner.name`` (a module's function or global, a class's method) becomes ``replacement``.
+
+    Every change edgefld makes to Flower goes through here. A replacement is called as Flower calls
+    the original, which the original's annotations do not always say (the SuperNode's loop passes
+    everything by keyword): what each one relies on is pinned in tests/test_flower_compat.py."""
+    if not hasattr(owner, name):
+        raise AttributeError(f"{owner!r} has no {name} in flwr {FLOWER_VERSION}: see tests/test_flower_compat.py")
+    setattr(owner, name, replacement)
+
+
 def superexec_auth_methods() -> frozenset[str]:
     """The Runtime API methods whose callers must hold the SuperExec secret (AcquireTask): edgefld's warm
     runtime (edgefld.client.warm) signs what Flower's SuperExec would sign."""
@@ -221,9 +238,9 @@ def adaptive_supernode_polls() -> None:
         if reply_waiting(kwargs["state"]):
             push(**kwargs)
 
-    internal._pull_and_store_message = polling_pull
-    internal._push_messages = push_waiting_replies
-    internal.time = _ShortSleeps()  # type: ignore[attr-defined]
+    _patch(internal, "_pull_and_store_message", polling_pull)
+    _patch(internal, "_push_messages", push_waiting_replies)
+    _patch(internal, "time", _ShortSleeps())
 
 
 # While the ServerApp waits for enough boards, it asks again after 1 s, then 2 s, ... up to
@@ -246,7 +263,7 @@ def patient_node_waits() -> None:
         time.sleep(delay)
         last[:] = [time.monotonic(), delay]
 
-    strategy_utils.sleep = sleep  # type: ignore[attr-defined]
+    _patch(strategy_utils, "sleep", sleep)
 
 
 # While replies are awaited, the ServerApp asks every NODE_CHECK_S which nodes are still online.
@@ -363,7 +380,7 @@ def refuse_fabs(refusal: Callable[[bytes, int], str | None]) -> None:
             internal._insert_message(reply, kwargs["state"], kwargs["object_store"])
             return int(message.metadata.run_id)
 
-    internal._pull_and_store_message = checked_pull
+    _patch(internal, "_pull_and_store_message", checked_pull)
 
 
 def on_protobuf_clients(configure: Callable[[httpx.Client], None]) -> None:
@@ -377,7 +394,7 @@ def on_protobuf_clients(configure: Callable[[httpx.Client], None]) -> None:
         original_init(self, *args, **kwargs)
         configure(self._client)
 
-    ProtobufClient.__init__ = configured_init  # type: ignore[method-assign]  # (a wrapped method, same signature)
+    _patch(ProtobufClient, "__init__", configured_init)
 
 
 class _WatchedObjectStore:
@@ -422,7 +439,7 @@ def on_reply_pushes(started: Callable[[], None], awaiting_clientapp: Callable[[b
         finally:
             ended()
 
-    internal._push_messages = watched_push
+    _patch(internal, "_push_messages", watched_push)
 
 
 def wrap_stop_handlers(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
@@ -430,7 +447,7 @@ def wrap_stop_handlers(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
     the node) are installed as ``wrap(handler)``: start_client_internal's register_signal_handlers."""
     from flwr.supernode import start_client_internal as internal
 
-    register = internal.register_signal_handlers
+    register = _original(internal, "register_signal_handlers")
 
     def register_wrapped(*args: Any, **kwargs: Any) -> None:
         register(*args, **kwargs)
@@ -439,7 +456,7 @@ def wrap_stop_handlers(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
             if callable(handler):
                 signal.signal(sig, wrap(handler))
 
-    internal.register_signal_handlers = register_wrapped
+    _patch(internal, "register_signal_handlers", register_wrapped)
 
 
 def on_exit(handler: Callable[[], None]) -> None:
@@ -480,7 +497,7 @@ def report_admission(registered: Callable[[int], None], refused: Callable[[int],
         return call
 
     for name in ADMISSION_METHODS:
-        setattr(FleetHttpClient, name, reporting(getattr(FleetHttpClient, name)))
+        _patch(FleetHttpClient, name, reporting(_original(FleetHttpClient, name)))
 
 
 # The Fleet API calls by which a SuperNode is admitted (RegisterNode only when it has no node key).
@@ -532,5 +549,5 @@ def refuse_superlink_runs(submitted: Callable[[bytes | None], str | None],
             raise refused(reason)
         return pull_task_input(request, state, task)
 
-    control_handlers.start_run = checked_start_run
-    runtime_handlers.pull_task_input = checked_pull_task_input
+    _patch(control_handlers, "start_run", checked_start_run)
+    _patch(runtime_handlers, "pull_task_input", checked_pull_task_input)
