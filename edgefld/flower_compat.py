@@ -147,7 +147,7 @@ def bound_object_pulls() -> None:
     from flwr.supercore.inflatable import inflatable_utils
 
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
-        defaults = dict(function.__kwdefaults__)
+        defaults = dict(function.__kwdefaults__ or {})
         defaults.update(initial_backoff=PULL_INITIAL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S)
         function.__kwdefaults__ = defaults
 
@@ -190,7 +190,8 @@ def message_in_work(state: Any) -> bool:
 
 
 def adaptive_supernode_polls() -> None:
-    """The SuperNode's loop polls at poll_interval, never blocks on a reply, and waits REPLY_WAIT_S for a reply's objects.
+    """The SuperNode's loop polls at poll_interval, never blocks on a reply, and waits REPLY_WAIT_S for a
+    reply's objects.
 
     Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
     that returns None: the wrapper installed here polls again itself until a message comes, so
@@ -306,7 +307,7 @@ def fast_grid_polls(grid: Any, interval: float) -> None:
         messages = list(messages)
         pushed = list(grid.push_messages(messages))
         pending = {message_id: message.metadata.dst_node_id
-                   for message_id, message in zip(pushed, messages) if message_id}
+                   for message_id, message in zip(pushed, messages, strict=True) if message_id}
         run_id = messages[0].metadata.run_id if messages else 0
         deadline = None if timeout is None else time.monotonic() + timeout
         next_check = time.monotonic() + NODE_CHECK_S

@@ -29,8 +29,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO
 
 _PR_SET_PDEATHSIG = 1
 # Flower's processes that Flower itself starts by name; each gets a launcher (edgefld.flower_entry).

@@ -7,8 +7,9 @@ tests and a real board go through the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from edgefld.backends.catalog import BACKENDS
 from edgefld.errors import BackendUnavailable

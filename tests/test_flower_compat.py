@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import signal as signal_module
 import time
 
@@ -228,7 +229,7 @@ def test_a_server_waiting_for_boards_asks_ever_less_often_and_its_rounds_never_w
         flower_compat.patient_node_waits()
         started = time.monotonic()
         assert strategy_utils.sample_nodes(Grid(), min_available_nodes=3, sample_size=3)[1] == [1, 2, 3]
-        gaps = [round(b - a, 1) for a, b in zip(asked, asked[1:])]
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(asked)]
         assert gaps == [1.0, 2.0, 3.0], gaps  # Flower: 1.0, 1.0, 1.0
         asked.clear()
         assert strategy_utils.sample_nodes(Grid(), min_available_nodes=1, sample_size=1)  # enough: no wait

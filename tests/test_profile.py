@@ -16,7 +16,10 @@ def pi(ram_mb: int, nominal: int, type_: str = "4B", cpus: int = 4) -> Board:
                  raspberry_pi=RaspberryPiInfo("c03111", type_, "BCM2711", nominal, "1.1"))
 
 
-def jetson(ram_mb: int = 3956, cuda: bool = True, online: int = 4, present: int = 4, mode=PowerMode(0, "MAXN")) -> Board:
+MAXN = PowerMode(0, "MAXN")
+
+
+def jetson(ram_mb: int = 3956, cuda: bool = True, online: int = 4, present: int = 4, mode=MAXN) -> Board:
     return Board("jetson", "NVIDIA Jetson Nano Developer Kit", "aarch64", ram_mb, online, present,
                  jetson=JetsonInfo("Jetson Nano", "p3448-0000", "tegra210", "32.6.1", "4.6", mode, cuda))
 
@@ -39,7 +42,8 @@ def test_rule_large_without_torch_prefers_tensorflow():
 
 def test_rule_medium_pi4_2gb():
     p = choose_profile(pi(1848, 2048), "auto", ALL)
-    assert (p.rule, p.memory_class, p.backend, p.batch_size_cap, p.max_train_samples) == ("medium", "2GB", "torch", 16, 2000)
+    assert (p.rule, p.memory_class, p.backend, p.batch_size_cap, p.max_train_samples) == (
+        "medium", "2GB", "torch", 16, 2000)
     assert p.allows("cifar10")
 
 
@@ -100,7 +104,8 @@ def test_auto_with_nothing_installed_has_no_backend_and_says_what_to_install():
 
 
 @pytest.mark.parametrize("ram_mb, expected", [(427, "512MB"), (767, "512MB"), (768, "1GB"), (926, "1GB"),
-                                              (1535, "1GB"), (1536, "2GB"), (3071, "2GB"), (3072, "4GB+"), (64000, "4GB+")])
+                                              (1535, "1GB"), (1536, "2GB"), (3071, "2GB"), (3072, "4GB+"),
+                                              (64000, "4GB+")])
 def test_memory_class_bounds(ram_mb, expected):
     assert memory_class(ram_mb) == expected
 

@@ -148,7 +148,8 @@ def _prepare(context: Context) -> tuple[NodeSettings, RunSettings, Any, Any]:
 
     task = TASKS.get(run.task)
     if task is None:
-        raise RefusedMessage(settings.ERROR_TASK_REFUSED, f'unknown task "{run.task}"; this client knows {", ".join(TASKS)}')
+        raise RefusedMessage(settings.ERROR_TASK_REFUSED,
+                             f'unknown task "{run.task}"; this client knows {", ".join(TASKS)}')
     if node.tasks and run.task not in node.tasks:
         raise RefusedMessage(
             settings.ERROR_TASK_REFUSED,

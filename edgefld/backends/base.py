@@ -134,7 +134,7 @@ def batch_slices(num_examples: int, batch_size: int) -> list[slice]:
     starts = list(range(0, num_examples, batch_size))
     if len(starts) > 1 and num_examples - starts[-1] == 1:
         starts.pop()
-    return [slice(start, stop) for start, stop in zip(starts, [*starts[1:], num_examples])]
+    return [slice(start, stop) for start, stop in zip(starts, [*starts[1:], num_examples], strict=True)]
 
 
 # name -> module holding ``create_backend(device, threads) -> Backend``; imported only when chosen.
@@ -160,4 +160,5 @@ def load_backend(name: str, device: str = "cpu", threads: int | None = None) -> 
         raise BackendUnavailable(f'backend "{name}" is not available in this build; available: '
                                  + ", ".join(BACKEND_MODULES))
     module = importlib.import_module(module_name)
-    return module.create_backend(device=device, threads=threads)
+    backend: Backend = module.create_backend(device=device, threads=threads)
+    return backend

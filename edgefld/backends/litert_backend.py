@@ -140,7 +140,8 @@ def _without_default_delegates(interpreter_class: type) -> Callable[..., Any]:
 def manifest() -> dict[str, Any]:
     """``litert_models/manifest.json``: per model its file, sha256, signatures and ops."""
     text = resources.files(MODELS_PACKAGE).joinpath(MODELS_DIR, MANIFEST).read_text("utf-8")
-    return json.loads(text)
+    models: dict[str, Any] = json.loads(text)
+    return models
 
 
 def model_bytes(model: str) -> bytes:
@@ -283,7 +284,8 @@ class LiteRTBackend:
 
 
 def hyperparameter(value: float) -> np.ndarray:
-    """A training signature's lr or momentum: a 1-element float32 vector (tools/litert_build.py says why not a scalar)."""
+    """A training signature's lr or momentum: a 1-element float32 vector (tools/litert_build.py says why
+    not a scalar)."""
     return np.full((1,), value, np.float32)
 
 

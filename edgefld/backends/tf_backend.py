@@ -16,7 +16,9 @@ the canonical layout (``layout.py``); ``tf_models`` converts.
 from __future__ import annotations
 
 import time
+
 import numpy as np
+import tensorflow as tf  # noqa: E402  (after tf_models, see above)
 
 from edgefld.backends import tf_models  # sets KERAS_BACKEND and TensorFlow's log level before importing it
 from edgefld.backends.base import (
@@ -32,8 +34,6 @@ from edgefld.backends.base import (
 )
 from edgefld.errors import BackendUnavailable
 from edgefld.tasks import Task
-
-import tensorflow as tf  # noqa: E402  (after tf_models, see above)
 
 # Device names as the rest of edgefl spells them ([client] device): "cuda" is an NVIDIA GPU.
 DEVICES = ("cpu", "cuda")
@@ -217,7 +217,7 @@ class _CompiledModel:
             logits = self.task_model.model(inputs, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
         gradients = tape.gradient(loss, self._parameters)
-        for parameter, velocity, gradient in zip(self._parameters, self._velocities, gradients):
+        for parameter, velocity, gradient in zip(self._parameters, self._velocities, gradients, strict=True):
             # torch.optim.SGD(momentum, no dampening): v = m * v + g; p -= lr * v.
             velocity.assign(velocity * self._momentum + gradient)
             parameter.assign_sub(velocity * self._learning_rate)

@@ -1,4 +1,7 @@
-"""A board's warm ClientApp runtime: `python -m edgefld.client.warm --backend NAME --runtime-port PORT -- SUPERNODE-ARGS`.
+"""A board's warm ClientApp runtime.
+
+    python -m edgefld.client.warm --backend NAME --runtime-port PORT -- SUPERNODE-ARGS
+
 
 Flower's SuperExec starts a fresh `flwr-clientapp` interpreter for every message: per round
 and board ~2.5 s of interpreter start-up and 2-4 s of `import torch`, for a tenth of a second
@@ -19,8 +22,8 @@ of training (tens of seconds on a Pi 3's core). This process imports Flower once
 
 Before each fork every object of this process is moved out of the garbage collector's sight
 (gc.freeze): a fork's collections then never walk, and so never copy, the pages it shares with
-this process and its siblings. Forking is safe only from a single-threaded process: this one starts no thread, creates no
-model and runs no framework computation; numpy's OpenBLAS would start its thread pool at
+this process and its siblings. Forking is safe only from a single-threaded process: this one
+starts no thread, creates no model and runs no framework computation; numpy's OpenBLAS would start its thread pool at
 import, so it is kept to one thread here (training runs in the framework's own threads,
 sized by the profile). The SuperNode and the ClientApps are named by their command name
 (/proc/PID/comm, what ps, top and journald show): ``flower-supernod`` (the kernel keeps 15
@@ -28,9 +31,9 @@ bytes), ``flwr-clientapp``; this process is ``edgefl-warm``.
 
 Stopping keeps the order of Flower's own processes: on SIGTERM the ClientApps end first
 (SIGKILL: a stopped task's report would only make the SuperNode log its revoked token at
-ERROR), then the SuperNode (it deactivates the node); if the SuperNode exits on its own, its ClientApps have nobody to report
-to and are killed, and this process exits with the SuperNode's status for the daemon to act
-on. When the daemon dies, the kernel's parent-death signal starts the same orderly stop.
+ERROR), then the SuperNode (it deactivates the node); if the SuperNode exits on its own, its
+ClientApps have nobody to report to and are killed, and this process exits with the SuperNode's
+status for the daemon to act on. When the daemon dies, the kernel's parent-death signal starts the same orderly stop.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ import signal
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edgefld.client.node_events import NODE_EVENTS_FD_ENV
 from edgefld.procs import die_with_parent
@@ -95,6 +99,7 @@ def preload_clientapp() -> None:
 
     preload_clientapp_runtime()
     import edgefld.apps.client_app  # noqa: F401  (the ClientApp the thin FAB names)
+
     # What the ClientApp's handlers import when a message comes (edgefld.apps.client_app).
     import edgefld.backends.layout  # noqa: F401
     import edgefld.data  # noqa: F401

@@ -13,12 +13,12 @@ import re
 import stat
 import sys
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from edgefld.config.schema import toml_literal as _toml_literal
 from edgefld.config.schema import KEYS_BY_TABLE, REQUIRED, TABLES, shorten
+from edgefld.config.schema import toml_literal as _toml_literal
 from edgefld.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/edgefl.toml"
@@ -30,7 +30,7 @@ _KEY_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\- ]+?)\s*=""")
 # tomllib takes quadratic time over the parts of a dotted key (a 100000-part table header
 # under the size limit takes ~40 s), so such a file is refused before it is parsed.
 MAX_DOTTED_PARTS = 64
-_DOTTED_CHAIN_RE = re.compile(r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+){%d}" % MAX_DOTTED_PARTS)
+_DOTTED_CHAIN_RE = re.compile(r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+)" + f"{{{MAX_DOTTED_PARTS}}}")
 _STRING_RE = re.compile(r'"(?:[^"\\\n]|\\.)*+"|\'[^\'\n]*+\'')
 _LONG_NUMBER_RE = re.compile(r"\d{1000,}")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
