@@ -196,8 +196,9 @@ def _partition(node: NodeSettings, run: RunSettings, task: Any) -> Any:
 
 
 def _server_round(msg: Message) -> int:
-    config = msg.content.get("config")
-    return int(config["server-round"]) if config is not None and "server-round" in config else 0
+    config = msg.content.config_records.get("config")
+    value = config.get("server-round") if config is not None else None
+    return int(value) if isinstance(value, (int, float, str)) else 0
 
 
 def _write_status(node_status_file: str, phase: str, server_round: int, outcome: Trained | Refused) -> None:
@@ -242,8 +243,9 @@ def train(msg: Message, context: Context) -> Message:
         batch_size = effective_batch_size(node, run)
         from edgefld.backends.layout import task_layout
 
-        wire_dtype = transport_dtype_of(msg.content["arrays"])  # the reply travels as the instruction did
-        global_weights = weights_from(msg.content["arrays"], [spec.shape for spec in task_layout(task)])
+        arrays = msg.content.array_records["arrays"]
+        wire_dtype = transport_dtype_of(arrays)  # the reply travels as the instruction did
+        global_weights = weights_from(arrays, [spec.shape for spec in task_layout(task)])
         # Federated evaluation of the global model this round starts from, in the same process:
         # Flower starts a new ClientApp process per message, so a separate evaluate message would
         # pay the interpreter and framework start-up again on every board, every round.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class TorchBackend:
                 for batch in (order[bounds] for bounds in batch_slices(num_examples, batch_size)):
                     model.zero_grad(set_to_none=True)
                     loss = functional.cross_entropy(model(inputs[batch]), targets[batch])
-                    loss.backward()
+                    torch.autograd.backward(loss)  # typed, unlike Tensor.backward; the same call
                     optimizer.step()
                     loss_sum += loss.detach() * len(batch)
             last_epoch_loss = loss_sum.item() / num_examples  # .item() also waits for the GPU to finish
@@ -154,7 +155,7 @@ class MomentumSGD:
     """
 
     def __init__(self, parameters: Iterable[nn.Parameter], lr: float, momentum: float) -> None:
-        self._parameters = [parameter for parameter in parameters if parameter.requires_grad]
+        self._parameters: list[torch.Tensor] = [parameter for parameter in parameters if parameter.requires_grad]
         self._velocities = [torch.zeros_like(parameter) for parameter in self._parameters]
         self._lr = lr
         self._momentum = momentum
@@ -163,7 +164,8 @@ class MomentumSGD:
     def step(self) -> None:
         # The _foreach_ ops are what torch.optim uses too: one kernel per step on a GPU,
         # not one per parameter tensor.
-        gradients = [parameter.grad for parameter in self._parameters]
+        # Every trainable parameter of edgefl's models takes part in the loss: backward() gave each one a gradient.
+        gradients = cast(list[torch.Tensor], [parameter.grad for parameter in self._parameters])
         torch._foreach_mul_(self._velocities, self._momentum)
         torch._foreach_add_(self._velocities, gradients)
         torch._foreach_add_(self._parameters, self._velocities, alpha=-self._lr)
