@@ -15,6 +15,7 @@ from edgefld.records import (
     RecordError,
     Refused,
     RoundRecord,
+    RoundSplit,
     RoundTraining,
     Trained,
     TrainMetrics,
@@ -65,6 +66,9 @@ def test_a_format_0_round_reads_with_every_figure_and_writes_back_the_same_keys(
     # What the system test, bench/ and the demo read keeps its key; every failure has every key now.
     expected = dict(FORMAT_0_ROUND, format=RoundRecord.FORMAT)
     expected["failures"] = [dict(failure, error=failure.get("error")) for failure in FORMAT_0_FAILURES]
+    # A key added since (a new key needs no new format): the boards that trained, with their round's
+    # time split; a format 0 line names none.
+    expected["trained"] = {}
     assert record.to_json() == expected
 
 
@@ -163,13 +167,34 @@ def test_a_damaged_status_file_is_refused_with_its_reason(data, message):
 
 def test_train_metrics_go_through_a_metric_record_unchanged():
     metrics = TrainMetrics(train_loss=0.5, train_seconds=1.25, val_loss=0.75, val_accuracy=0.625,
-                           startup_seconds=0.01, handler_seconds=2.0, prepare_seconds=0.5, num_examples=30)
+                           startup_seconds=0.01, handler_seconds=2.0, prepare_seconds=0.5, num_examples=30,
+                           load_seconds=0.625, val_seconds=0.125)
     values = metrics.to_metrics()
     # FedAvg weights the replies by this key: it is Flower's, not ours to rename.
     assert values["num-examples"] == 30 and isinstance(values["num-examples"], int)
     assert set(values) == {"train_loss", "train_seconds", "val_loss", "val_accuracy", "startup_seconds",
-                           "handler_seconds", "prepare_seconds", "num-examples"}
+                           "handler_seconds", "prepare_seconds", "load_seconds", "val_seconds", "num-examples"}
     assert TrainMetrics.from_metrics(values) == metrics
+
+
+def test_train_metrics_of_a_board_without_the_load_and_validation_figures_still_read():
+    values = dict(TrainMetrics(0.5, 1.0, 0.5, 0.5, 0.25, 2.0, 0.5, 3).to_metrics())
+    del values["load_seconds"], values["val_seconds"]
+    metrics = TrainMetrics.from_metrics(values)
+    assert (metrics.load_seconds, metrics.val_seconds) == (0.0, 0.0)
+    # The split falls back to preparing as the loading, the rest of the handler as training.
+    assert metrics.split(3.0) == RoundSplit(startup=0.25, loading=0.5, training=1.5, transfer=0.75)
+
+
+def test_a_round_split_adds_up_to_the_round_trip_and_never_shows_negative_transfer():
+    metrics = TrainMetrics(0.5, train_seconds=1.0, val_loss=0.5, val_accuracy=0.5, startup_seconds=0.25,
+                           handler_seconds=2.0, prepare_seconds=0.5, num_examples=3, load_seconds=0.75,
+                           val_seconds=0.25)
+    split = metrics.split(round_trip=3.5)
+    assert split == RoundSplit(startup=0.25, loading=0.75, training=1.25, transfer=1.25)
+    assert metrics.split(round_trip=1.0).transfer == 0.0  # the board's clock ahead of the server's
+    assert metrics.split(round_trip=None).transfer is None
+    assert RoundSplit.from_json(_through_json(split.to_json())) == split
 
 
 def test_train_metrics_missing_a_figure_are_refused_by_name():
@@ -180,12 +205,16 @@ def test_train_metrics_missing_a_figure_are_refused_by_name():
 
 
 def test_a_client_identity_goes_through_a_config_record_unchanged():
-    client = ClientIdentity(edgefl_version="0.1.0", cid=3, board="Raspberry Pi 5", backend="litert", device="cpu")
+    client = ClientIdentity(edgefl_version="0.1.0", cid=3, board="Raspberry Pi 5", backend="litert", device="cpu",
+                            family="raspberry-pi", profile="pi5")
     config = client.to_config()
     assert config == {"edgefl-version": "0.1.0", "cid": 3, "board": "Raspberry Pi 5", "backend": "litert",
-                      "device": "cpu"}
+                      "device": "cpu", "family": "raspberry-pi", "profile": "pi5"}
     assert ClientIdentity.from_config(config) == client
-    assert client.board_identity() == BoardIdentity(3, "Raspberry Pi 5")
+    assert client.board_identity() == BoardIdentity(3, "Raspberry Pi 5", "raspberry-pi", "litert", "pi5")
+    # A board that does not say its family and profile (an older patch release) is still read.
+    del config["family"], config["profile"]
+    assert ClientIdentity.from_config(config).board_identity() == BoardIdentity(3, "Raspberry Pi 5", backend="litert")
 
 
 def test_the_version_of_any_reply_is_readable():

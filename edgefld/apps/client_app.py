@@ -59,6 +59,8 @@ class RefusedMessage(Exception):
 class NodeSettings:
     cid: int
     board: str
+    family: str
+    profile: str
     data_dir: str
     backend: str
     device: str
@@ -80,6 +82,8 @@ class NodeSettings:
             return cls(
                 cid=int(node["cid"]),
                 board=str(node.get("board", "")),
+                family=str(node.get("family", "")),
+                profile=str(node.get("profile", "")),
                 data_dir=str(node.get("data-dir", "")),
                 backend=str(node.get("backend", "torch")),
                 device=str(node.get("device", "cpu")),
@@ -246,10 +250,13 @@ def train(msg: Message, context: Context) -> Message:
         arrays = msg.content.array_records["arrays"]
         wire_dtype = transport_dtype_of(arrays)  # the reply travels as the instruction did
         global_weights = weights_from(arrays, [spec.shape for spec in task_layout(task)])
+        validation_started_at = time.time()
+        load_seconds = validation_started_at - handler_started_at
         # Federated evaluation of the global model this round starts from, in the same process:
         # Flower starts a new ClientApp process per message, so a separate evaluate message would
         # pay the interpreter and framework start-up again on every board, every round.
         validation = backend.evaluate(task, global_weights, part.val_x, part.val_y)
+        val_seconds = time.time() - validation_started_at
         result = backend.train(
             task, global_weights, images, labels,
             epochs=run.local_epochs, batch_size=batch_size, seed=server_round,
@@ -268,10 +275,10 @@ def train(msg: Message, context: Context) -> Message:
         val_loss=float(validation.loss), val_accuracy=float(validation.accuracy),
         startup_seconds=float(process_age) if process_age is not None else 0.0,
         handler_seconds=float(time.time() - handler_started_at), prepare_seconds=float(prepare_seconds),
-        num_examples=int(result.num_examples),
+        num_examples=int(result.num_examples), load_seconds=float(load_seconds), val_seconds=float(val_seconds),
     )
     client = ClientIdentity(edgefl_version=__version__, cid=node.cid, board=node.board, backend=backend.name,
-                            device=backend.device)
+                            device=backend.device, family=node.family or None, profile=node.profile or None)
     content = RecordDict({
         "arrays": record_from(result.weights, wire_dtype),
         "metrics": MetricRecord({**metrics.to_metrics()}),

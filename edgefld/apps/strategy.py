@@ -20,7 +20,16 @@ from flwr.serverapp.strategy import FedAvg
 
 from edgefld.apps import settings
 from edgefld.apps.weights import to_compute_dtype
-from edgefld.records import BoardIdentity, ClientIdentity, Failure, RecordError, RoundTraining, TrainMetrics, board_name
+from edgefld.records import (
+    BoardIdentity,
+    ClientIdentity,
+    Failure,
+    RecordError,
+    RoundSplit,
+    RoundTraining,
+    TrainMetrics,
+    board_name,
+)
 
 # The kind of a failure that is not an edgefl refusal (settings.ERROR_NAMES): an error Flower reported
 # (the board's process crashed, the node left), or no answer at all.
@@ -49,6 +58,7 @@ class RoundStats:
     bytes_received: int = 0
     backends: dict[str, int] = field(default_factory=dict)
     sent: list[Message] = field(default_factory=list)  # the train instructions; the grid gives them ids
+    trained: dict[int, RoundSplit] = field(default_factory=dict)  # the aggregated boards by node id
 
     def add_timings(self, metrics: TrainMetrics) -> None:
         """The slowest board's figures: what a round waits for."""
@@ -70,7 +80,7 @@ class RoundStats:
             client_handler_seconds_max=round(self.client_handler_seconds_max, 3),
             client_prepare_seconds_max=round(self.client_prepare_seconds_max, 3),
             bytes_sent=self.bytes_sent, bytes_received=self.bytes_received, backends=dict(self.backends),
-            wall_seconds=round(time.time() - self.started, 3), boards=dict(boards),
+            wall_seconds=round(time.time() - self.started, 3), boards=dict(boards), trained=dict(self.trained),
         )
 
 
@@ -127,6 +137,7 @@ class ResumableFedAvg(FedAvg):
         # An error reply may come from the SuperLink on the board's behalf (Flower's "Node Unavailable"
         # has the SuperLink's own id as its source): the instruction it answers names the board.
         destination = {m.metadata.message_id: m.metadata.dst_node_id for m in stats.sent}
+        sent_at = {m.metadata.message_id: m.metadata.created_at for m in stats.sent}
         answered: set[int] = set()
         for reply in replies:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
@@ -160,6 +171,10 @@ class ResumableFedAvg(FedAvg):
                 continue
             stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
             stats.add_timings(reported)
+            # From the instruction's creation (here) to the reply's (on the board): two clocks.
+            instructed = sent_at.get(reply.metadata.reply_to_message_id)
+            stats.trained[node] = reported.split(None if instructed is None
+                                                 else reply.metadata.created_at - instructed)
             accepted.append(reply)
         silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
         for node in silent:

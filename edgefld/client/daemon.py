@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ from edgefld.logs import get_logger, setup_logging
 from edgefld.pki import PkiError, node_key_fingerprint
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.profile import Profile, choose_profile
-from edgefld.records import BoardStatus, Refused
+from edgefld.persist import atomic_write_bytes
+from edgefld.records import BoardStatus, ClientState, Refused
 from edgefld.systemd import Notifier
 from edgefld.tls import check_client_files, client_tls, probe_server
 
@@ -71,6 +72,7 @@ BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it r
 # never give up for good.
 REFUSAL_BACKOFF_FIRST_S = 5
 EVENTS_AFTER_EXIT_S = 1.0  # for the SuperNode's last event (a refusal) to be read once it has exited
+CLIENT_STATE_FILE = "client-state.json"  # what this daemon does now: `edgefl status` reads it
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
 
 
@@ -83,12 +85,14 @@ class Refusal:
 
 
 def node_config(config: Config, profile: Profile, status_file: Path, board_root: str = "/",
-                board: str = "") -> dict[str, Any]:
+                board: str = "", family: str = "") -> dict[str, Any]:
     """What the ClientApp reads from context.node_config (see edgefld.apps.settings)."""
     c = config.client
     return {
         "cid": c.cid,
         "board": board,
+        "family": family,  # with the profile's rule: what the server's `edgefl status` shows of this board
+        "profile": profile.rule,
         "data-dir": c.data_dir,
         "backend": profile.backend,
         "device": profile.device,
@@ -112,6 +116,9 @@ class ClientDaemon:
         self.client = config.client
         self.state_dir = Path(self.client.state_dir)
         self.status_file = self.state_dir / "last-round.json"
+        self.state_file = self.state_dir / CLIENT_STATE_FILE
+        self.state: ClientState | None = None  # once the board and profile are known
+        self._state_lock = threading.Lock()  # the SuperNode's events change it from their own thread
         self.notifier = Notifier()
         self.stopping = threading.Event()
         self.supernode: subprocess.Popen[bytes] | None = None
@@ -145,7 +152,14 @@ class ClientDaemon:
                  ",".join(profile.tasks))
         for note in profile.notes:
             log.info("profile note: %s", note)
-        config_path = self._write_node_config(profile, board.model or board.family)
+        config_path = self._write_node_config(profile, board.model or board.family, board.family)
+        c = self.client
+        self.state = ClientState(state="starting", since=time.time(), pid=os.getpid(), server=c.server, cid=c.cid,
+                                 node_id=None, reason="", board=board.model or "", family=board.family,
+                                 profile=profile.rule, backend=profile.backend, device=profile.device,
+                                 threads=profile.threads, tasks=tuple(profile.tasks), guards=c.guards,
+                                 memory_margin_mb=c.memory_margin_mb, heavy_task_min_watts=c.heavy_task_min_watts)
+        self._set_state("starting")
         log.info("connecting to %s with %s", self.client.server, self._describe_security())
         attempt = refusals = 0
         started_at = time.monotonic()
@@ -168,14 +182,31 @@ class ClientDaemon:
             if refusal is not None:
                 log.warning("%s; trying again in %d s", refusal.message, delay)
                 self.notifier.set_status(f"{refusal.message}; trying again in {delay} s")
+                self._set_state("refused", refusal.message)
             else:
                 reason = ("the server no longer knows this node (it restarted)" if code == 0
                           else f"status {code}")
                 log.warning("SuperNode exited (%s); rejoining in %d s", reason, delay)
                 self.notifier.set_status(f"rejoining {self.client.server} in {delay} s ({reason})")
+                self._set_state("rejoining", f"SuperNode exited: {reason}")
             self._wait(delay)
         self.notifier.stopping("stopping")
+        self._set_state("stopped", "stopped by a signal")
         return 0
+
+    def _set_state(self, state: str, reason: str = "", node_id: int | None = None) -> None:
+        """Leave what this daemon does now for `edgefl status` (lost on a power cut: rewritten at the next change)."""
+        with self._state_lock:
+            if self.state is None:
+                return
+            same = state == self.state.state and reason == self.state.reason
+            self.state = replace(self.state, state=state, reason=reason,
+                                 since=self.state.since if same else time.time(),
+                                 node_id=node_id if state == "connected" else self.state.node_id)
+            try:
+                atomic_write_bytes(self.state_file, json.dumps(self.state.to_json()).encode(), durable=False)
+            except StateWriteError as exc:
+                log.warning("%s (`edgefl status` shows an older state)", exc)
 
     def _describe_security(self) -> str:
         if not self.tls:
@@ -206,10 +237,10 @@ class ClientDaemon:
                            "on the server", fatal=True)
         return None
 
-    def _write_node_config(self, profile: Profile, board: str) -> Path:
+    def _write_node_config(self, profile: Profile, board: str, family: str) -> Path:
         path = self.state_dir / "node-config.toml"
-        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in node_config(self.config, profile, self.status_file,
-                                                                             self.sysroot, board).items())
+        values = node_config(self.config, profile, self.status_file, self.sysroot, board, family)
+        text = "".join(f'"{k}" = {toml_literal(v)}\n' for k, v in values.items())
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
@@ -255,6 +286,7 @@ class ClientDaemon:
         log.info("connecting to %s as client %d (%s pid %d)", self.client.server, self.client.cid,
                  "warm runtime" if self.client.clientapp_runtime == "warm" else "SuperNode", self.supernode.pid)
         self.notifier.set_status(f"connecting to {self.client.server}")
+        self._set_state("connecting")
 
     def _read_output(self, process: subprocess.Popen[bytes]) -> None:
         """Relay the SuperNode's output to the log: what says something is wrong at INFO, the rest at DEBUG."""
@@ -273,10 +305,12 @@ class ClientDaemon:
                 self.node_id = str(event.node_id)
                 self.registered.set()
                 log.info("registered with %s as node %s", self.client.server, self.node_id)
+                self._set_state("connected", node_id=int(event.node_id))
             elif isinstance(event, NodeRefused):
                 refusal = self._refusal_of(event.code)
                 if refusal is not None:
                     self.refusal = refusal
+                    self._set_state("refused", refusal.message)
                 log.debug("supernode: refused with code %d", event.code)
 
     def _supervise(self, started_at: float) -> int | None:
@@ -292,6 +326,8 @@ class ClientDaemon:
                 else:
                     log.warning("server %s not reachable after %.0f s; still trying", self.client.server,
                                 self.client.ready_timeout)
+                    self._set_state("unreachable", f"server {self.client.server} not reachable after "
+                                                   f"{self.client.ready_timeout:.0f} s; still trying")
                     self._ready(f"waiting for server {self.client.server} (unreachable, retrying)")
             self._report_last_round()
             code = self.supernode.poll()

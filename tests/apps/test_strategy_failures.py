@@ -82,9 +82,10 @@ def test_failures_name_the_board_also_when_the_superlink_reports_it(tmp_path):
     state = RunState(tmp_path, {"task": "digits"})
     state.save_round(2, [np.ones(3, dtype=np.float32)],
                      RoundRecord(round=2, training=strategy.stats[2].training(strategy.boards)))
-    assert state.known_boards() == strategy.boards == {11: BoardIdentity(0, "Raspberry Pi 4 Model B Rev 1.4"),
-                                                       12: BoardIdentity(1, "NVIDIA Jetson Orin Nano"),
-                                                       13: BoardIdentity(2, "Raspberry Pi 5")}
+    assert state.known_boards() == strategy.boards == {
+        11: BoardIdentity(0, "Raspberry Pi 4 Model B Rev 1.4", backend="torch"),
+        12: BoardIdentity(1, "NVIDIA Jetson Orin Nano", backend="torch"),
+        13: BoardIdentity(2, "Raspberry Pi 5", backend="torch")}
 
 
 def test_replies_that_are_not_aggregated_are_failures_of_the_same_shape():
@@ -101,3 +102,9 @@ def test_replies_that_are_not_aggregated_are_failures_of_the_same_shape():
     assert (failures[22].code, failures[22].error, failures[22].cid) == (4099, "internal", 1)
     assert failures[22].reason == 'reply not aggregated: metrics: "train_seconds" must be a number, got nothing'
     assert stats.client_seconds_max == 1.0 and stats.client_handler_seconds_max == 1.5  # the aggregated reply's
+    # Only the aggregated board has a round split in the record, named by its node id.
+    assert set(stats.trained) == {23}
+    split = stats.trained[23]
+    assert (split.startup, split.loading, split.training) == (0.1, 0.2, 1.3)  # no load_seconds sent: the fallback
+    assert split.transfer is not None and split.transfer >= 0.0
+    assert set(stats.training({}).to_json()["trained"]) == {"23"}  # type: ignore[arg-type]
