@@ -54,11 +54,12 @@ from edgefld.config.schema import toml_literal
 from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError
 from edgefld.hardware import detect_board
 from edgefld.logs import get_logger, setup_logging
+from edgefld.persist import atomic_write_bytes
 from edgefld.pki import PkiError, node_key_fingerprint
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.profile import Profile, choose_profile
-from edgefld.persist import atomic_write_bytes
 from edgefld.records import BoardStatus, ClientState, Refused
+from edgefld.status import CLIENT_STATE_FILE, LAST_ROUND_FILE
 from edgefld.systemd import Notifier
 from edgefld.tls import check_client_files, client_tls, probe_server
 
@@ -72,7 +73,6 @@ BACKOFF_S = (1, 2, 5, 10, 20, 30)  # between SuperNode restarts; reset once it r
 # never give up for good.
 REFUSAL_BACKOFF_FIRST_S = 5
 EVENTS_AFTER_EXIT_S = 1.0  # for the SuperNode's last event (a refusal) to be read once it has exited
-CLIENT_STATE_FILE = "client-state.json"  # what this daemon does now: `edgefl status` reads it
 _RETRYING = re.compile(r"Connection attempt failed|retrying in", re.IGNORECASE)
 
 
@@ -115,8 +115,8 @@ class ClientDaemon:
         self.sysroot = sysroot
         self.client = config.client
         self.state_dir = Path(self.client.state_dir)
-        self.status_file = self.state_dir / "last-round.json"
-        self.state_file = self.state_dir / CLIENT_STATE_FILE
+        self.status_file = self.state_dir / LAST_ROUND_FILE
+        self.state_file = self.state_dir / CLIENT_STATE_FILE  # what this daemon does now: `edgefl status` reads it
         self.state: ClientState | None = None  # once the board and profile are known
         self._state_lock = threading.Lock()  # the SuperNode's events change it from their own thread
         self.notifier = Notifier()

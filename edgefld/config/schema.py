@@ -350,6 +350,12 @@ KEYS: tuple[Key, ...] = (
             "A connection stays taken while its answer streams to the board, so too few let slow boards "
             "hold up the rest: under 40 concurrent 8 MiB bodies an honest round took 17 s at 8, 14 s at "
             "16 and 22 s at 32, with every body answered (bench/bench_gateway.py --flood-rounds)."),
+    Key("server", "prometheus_textfile", "path", None, example="/var/lib/prometheus/node-exporter/edgefl.prom",
+        doc="Where to write the run's figures for Prometheus after every round (round, accuracy, loss, boards "
+            "ok, failed and refused, round seconds, each board's last reply), atomically, in the format of "
+            "node_exporter's textfile collector: put it in that collector's directory. Not set: none written.",
+        extra_check=lambda path: None if path.endswith(".prom") else
+        f'must end in ".prom" (node_exporter\'s textfile collector reads only those), got "{shorten(path)}"'),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),

@@ -28,9 +28,11 @@ from edgefld.config import Config
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
+from edgefld.records import RoundRecord
 from edgefld.run_state import RunState, run_identity
 from edgefld.server.enrolment import EnrolmentSync
 from edgefld.server.fab import build_fab
+from edgefld.server.fleet import FleetRegistry
 from edgefld.server.fleet_gateway import FleetGateway, GatewayLimits
 from edgefld.server.progress import ProgressReporter
 from edgefld.server.run_driver import RunDriver
@@ -66,7 +68,9 @@ class ServerDaemon:
         self.control: Control | None = None
         self.enrolment: EnrolmentSync | None = None  # once the SuperLink is up
         self.proxy: FleetGateway | None = None
-        self.progress = ProgressReporter(self.state.metrics, self.server.rounds, self.notifier.set_status)
+        self.fleet = FleetRegistry(self.state_dir, self.server.task)
+        self.progress = ProgressReporter(self.state.metrics, self.server.rounds, self.notifier.set_status,
+                                         on_rounds=self._on_rounds)
         self._reported: set[str] = set()  # problems with stored state, each logged once
 
     # --- what is already done ------------------------------------------------------------
@@ -92,6 +96,31 @@ class ServerDaemon:
             "state-dir": str(self.state_dir), "data-dir": s.data_dir, "server-version": __version__,
         }
 
+    # --- what `edgefl status` and Prometheus read -------------------------------------------------
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.fleet.set_state(state, task=self.server.task, rounds=self.server.rounds, listen=self.server.listen,
+                             detail=detail)
+        self._export()
+
+    def _on_rounds(self, records: list[RoundRecord]) -> None:
+        self.fleet.add_rounds(records)
+        self._export()
+
+    def _export(self) -> None:
+        """The Prometheus textfile, when configured; a failure to write it is logged, never fatal."""
+        path = self.server.prometheus_textfile
+        if not path:
+            return
+        from edgefld.server.prometheus import render, write_textfile
+
+        rounds = self.state.rounds()
+        try:
+            write_textfile(path, render(self.fleet.state, self.fleet.fleet, rounds[-1] if rounds else None))
+        except StateWriteError as exc:
+            if "prometheus" not in self._reported:
+                self._reported.add("prometheus")
+                log.warning("[server] prometheus_textfile: %s", exc)
+
     # --- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -100,6 +129,25 @@ class ServerDaemon:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateWriteError(f"cannot create state_dir {self.state_dir}: {exc.strerror}") from None
+        self._set_state("starting")
+        try:
+            code = self._run()
+        except EdgeflError as exc:
+            self._set_state_quietly("failed", str(exc))
+            raise
+        except BaseException as exc:
+            self._set_state_quietly("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        return code
+
+    def _set_state_quietly(self, state: str, detail: str) -> None:
+        """On the way out with an error: the state is worth trying for, not worth a second error."""
+        try:
+            self._set_state(state, detail)
+        except EdgeflError:
+            pass
+
+    def _run(self) -> int:
         self._check_task_data()
         run_config = dict(self.run_config(), **{"eval-backend": eval_backend_for_server()})
         # The same resume as the ServerApp's: the daemon says what it found before any run starts.
@@ -109,9 +157,11 @@ class ServerDaemon:
             log.warning("%s", resume.repair)
         done = resume.round
         self.progress.log_existing_rounds()
+        self.fleet.rebuild(self.state.rounds())
         if done >= self.server.rounds:
             message = f"complete: {done}/{self.server.rounds} rounds (raise [server] rounds to train on)"
             log.info("%s", message)
+            self._set_state("complete", message)
             self.notifier.ready(message)
             return 0
         try:
@@ -122,10 +172,15 @@ class ServerDaemon:
                      self.security.describe())
             driver = RunDriver(control, self.progress, self.completed_rounds, self.server.rounds, self.stopping,
                                on_poll=self._on_poll, on_stop=self._end_serverapps)
+            self._set_state("training", f"run submitted; a round starts once {self.server.min_clients} boards "
+                            "are connected" if done == 0 else f"resumed after round {done}")
             if driver.drive(build_fab(), run_config):
                 final = self.progress.summary()
                 log.info("run complete: %s", final)
                 self.notifier.set_status(f"complete: {final}")
+                self._set_state("complete", final)
+            else:
+                self._set_state("stopped", f"stopped by a signal after {self.progress.summary()}")
             return 0
         finally:
             self._shutdown()

@@ -17,10 +17,12 @@ log = get_logger("server")
 
 
 class ProgressReporter:
-    def __init__(self, metrics: Path, total_rounds: int, set_status: Callable[[str], None]) -> None:
+    def __init__(self, metrics: Path, total_rounds: int, set_status: Callable[[str], None],
+                 on_rounds: Callable[[list[RoundRecord]], None] | None = None) -> None:
         self.metrics = metrics
         self.total_rounds = total_rounds
         self.set_status = set_status  # systemd's STATUS
+        self.on_rounds = on_rounds  # the new rounds, once logged (the fleet registry, the Prometheus textfile)
         self.rounds_seen: set[int] = set()
         self._metrics_seen: tuple[int, int] | None = None  # metrics.jsonl's (mtime, size) when last read
 
@@ -45,13 +47,17 @@ class ProgressReporter:
         if seen is not None and seen == self._metrics_seen:
             return  # unchanged since last read
         self._metrics_seen = seen
+        new: list[RoundRecord] = []
         for record in read_rounds(self.metrics):
             if record.round in self.rounds_seen:
                 continue
             self.rounds_seen.add(record.round)
+            new.append(record)
             line = describe_round(record, self.total_rounds)
             log.info("%s", line)
             self.set_status(line)
+        if new and self.on_rounds is not None:
+            self.on_rounds(new)
 
     def summary(self) -> str:
         records = read_rounds(self.metrics)
