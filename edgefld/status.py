@@ -265,7 +265,7 @@ def describe_server(status: dict[str, object]) -> str:
     assert isinstance(boards, list)
     if boards:
         rows = []
-        for b in boards:
+        for b in sorted(boards, key=lambda b: (b["cid"] is None, b["cid"] or 0, b["node"])):
             failure = b["last_failure"]
             split = b["last_split"]
             rows.append([

@@ -8,8 +8,9 @@ from collections.abc import Callable
 NOBODY = 65534
 
 
-def run_as_nobody(function: Callable[[], str]) -> str:
-    """Call ``function`` in a forked child that dropped to uid/gid 65534; return the text it returned.
+def run_as_nobody(function: Callable[[], str], gid: int = NOBODY) -> str:
+    """Call ``function`` in a forked child that dropped to uid 65534 and group ``gid`` alone; return the text it
+    returned.
 
     An exception escaping ``function`` comes back as "TypeName:message".
     """
@@ -19,7 +20,8 @@ def run_as_nobody(function: Callable[[], str]) -> str:
         try:
             os.close(read_end)
             if os.geteuid() == 0:
-                os.setgid(NOBODY)
+                os.setgroups([])
+                os.setgid(gid)
                 os.setuid(NOBODY)
             try:
                 result = function()

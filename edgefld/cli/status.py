@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         status = client_status(client_dir)
     if status is None:
         where = {"server": str(server_dir), "client": str(client_dir)}.get(
-            args.role, f"{server_dir} or {client_dir}")
+            args.role, str(server_dir) if server_dir == client_dir else f"{server_dir} or {client_dir}")
         raise EdgeflError(f"no edgefl state in {where}: no daemon has run here with this config "
                           "(another config: --config PATH)")
     if args.json:
