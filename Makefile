@@ -4,13 +4,13 @@
 PYTHON ?= python3
 comma := ,
 VENV ?= .venv
-EXTRAS ?= dev,torch,tensorflow,litert
+EXTRAS ?= dev,torch,tensorflow,litert,report
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models \
+.PHONY: demo test test-tools test-fast lint test-faults test-cpus venv clean default-config deb deb-lock lint-deb check-deb litert-models \
 	bench-venv bench-rounds
 
 venv: $(STAMP)
@@ -62,13 +62,21 @@ bench-rounds: $(BENCH_STAMP)
 # All checks: lint (ruff and mypy), then the pytest suite, LiteRT's numerics on the other CPU kinds,
 # the fault scenarios, then (as root, which systemd-nspawn needs) the system test of the .debs under a
 # real systemd. `make test-fast` is the pytest suite alone.
-test: venv
+test: venv test-tools
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-fast
 	@$(MAKE) --no-print-directory test-cpus
 	@$(MAKE) --no-print-directory test-faults
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-system; \
 	else echo "make test: test-system skipped: it needs root (systemd-nspawn); run sudo make test-system" >&2; fi
+
+# Debian's chromium (the report's browser test) and promtool (package prometheus), as root where apt-get
+# is: the tests that need them skip, naming the package, without them.
+test-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		! { command -v chromium >/dev/null && command -v promtool >/dev/null; }; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium prometheus >/dev/null \
+		|| echo "make test: chromium and prometheus not installed; their tests will skip" >&2; fi
 
 test-fast: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

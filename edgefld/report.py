@@ -165,9 +165,10 @@ def _plots(data: RunData) -> dict[str, bytes] | None:
         ax.set_ylim(len(data.boards) - 0.5, -0.5)
         ax.set_xticks(rounds)
         ax.set_yticks(range(len(data.boards)), [b.label() for b in data.boards], fontsize=8)
-        ax.set(title="Participation (green: trained, orange: refused by guards, red: failed, with the code)",
-               xlabel="round")
-        ax.title.set_fontsize(9)
+        ax.set(title="Participation per round", xlabel="green: trained, orange: refused by its guards,\n"
+                                                       "red: failed (with the code)")
+        ax.xaxis.label.set_fontsize(8)
+        ax.xaxis.set_label_position("bottom")
         figures["participation"] = fig
 
         splits = [(board, data.mean_split(board.node)) for board in data.boards]
