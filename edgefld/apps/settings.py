@@ -42,6 +42,8 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
 NODE_CONFIG_KEYS = (
     "cid",  # int: the data partition
     "board",  # str: the board's model as detected ("" = unknown); the server names failures with it
+    "family",  # str: the board's family as detected (edgefld.hardware); shown by the server's `edgefl status`
+    "profile",  # str: the rule of edgefld.profile that chose backend and limits; shown there too
     "data-dir",  # str
     "backend",  # str: a name of edgefld.backends.catalog.BACKENDS
     "device",  # str: cpu | cuda
