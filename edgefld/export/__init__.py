@@ -84,12 +84,18 @@ def _installed(module: str) -> bool:
         return False
 
 
-def exporter(spec: ExportFormat) -> Callable[[Task, Weights], bytes]:
-    """The format's export function, its framework imported; BackendUnavailable if one is missing."""
+def check_installed(spec: ExportFormat) -> None:
+    """BackendUnavailable if a module the format needs is not installed (asked of the file system: nothing
+    is imported)."""
     missing = [module for module in spec.needs if not _installed(module)]
     if missing:
         raise BackendUnavailable(f"--format {spec.name} needs {', '.join(missing)}, not installed here; "
                                  f"install {spec.install}")
+
+
+def exporter(spec: ExportFormat) -> Callable[[Task, Weights], bytes]:
+    """The format's export function, its framework imported; BackendUnavailable if one is missing."""
+    check_installed(spec)
     module_name, _, function = spec.exporter.partition(":")
     export: Callable[[Task, Weights], bytes] = getattr(importlib.import_module(module_name), function)
     return export
@@ -166,7 +172,7 @@ def export_checkpoint(state_dir: Path, format_name: str, *, round_: int | None =
     spec = FORMATS.get(format_name)
     if spec is None:
         raise ValueError(f'no export format "{format_name}"; formats: {", ".join(FORMATS)}')
-    export = exporter(spec)  # before reading anything: a missing framework is said first
+    check_installed(spec)  # a missing framework is said first; importing it waits for a good checkpoint
     entry = stored_checkpoint(state_dir, round_)
     task = task_of(entry)
     weights = entry.checkpoint.weights if entry.checkpoint is not None else []
@@ -178,7 +184,7 @@ def export_checkpoint(state_dir: Path, format_name: str, *, round_: int | None =
         path = (out or Path()) / default_name(task, entry.round, spec)
     else:
         path = out
-    model_bytes = export(task, weights)
+    model_bytes = exporter(spec)(task, weights)
     metadata_path = path.with_name(path.name + METADATA_SUFFIX)
     data = metadata(spec, entry, task, path, model_bytes)
     atomic_write_bytes(path, model_bytes)

@@ -19,9 +19,6 @@ from edgefld.backends import tf_models  # sets KERAS_BACKEND and TensorFlow's lo
 from edgefld.backends.base import Weights
 from edgefld.tasks import Task
 
-import tensorflow as tf  # noqa: E402,I001 - after tf_models, see above
-from keras import export as keras_export  # noqa: E402,I001 - likewise
-
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
@@ -48,6 +45,10 @@ def tflite(task: Task, weights: Weights) -> bytes:
     Through a SavedModel written by Keras's ExportArchive, as TensorFlow's own from_keras_model does for
     Keras 3: converting a tf.function of the model directly keeps Keras 3's weights as resource variables
     the flatbuffer never initialises (logits NaN; TensorFlow 2.21)."""
+    # Here, not at the top: tf_models (imported above) sets TensorFlow's environment before its first import.
+    import tensorflow as tf
+    from keras import export as keras_export
+
     model = _model(task, weights).model
     archive = keras_export.ExportArchive()
     archive.track(model)
