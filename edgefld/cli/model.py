@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     export.add_argument("--round", type=bounded_int(0, 10**9), metavar="N",
                         help="the round whose global model to export (default: the newest checkpoint)")
     export.add_argument("--out", type=nonempty_path, metavar="PATH",
-                        help="the file to write, or a directory for the default name <task>-round<N>.<suffix> "
-                             "(default: that name in the current directory)")
+                        help="the file to write, or a directory (one that exists, or PATH/) for the default "
+                             "name <task>-round<N>.<suffix> (default: that name in the current directory)")
     export.set_defaults(handler=run_export)
 
     for sub in (info, export):
@@ -72,8 +72,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from edgefld.export import export_checkpoint
 
-    result = export_checkpoint(_state_dir(args), args.format, round_=args.round,
-                               out=Path(args.out) if args.out is not None else None)
+    result = export_checkpoint(_state_dir(args), args.format, round_=args.round, out=args.out)
     meta = result.metadata
     accuracy = f"accuracy {meta['accuracy']:.4f}" if meta["accuracy"] is not None else "not evaluated"
     print(f"{result.path}: {meta['task']} round {meta['round']} ({accuracy}), {meta['format']}, "

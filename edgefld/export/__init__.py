@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,11 +165,11 @@ def default_name(task: Task, round_: int, spec: ExportFormat) -> str:
 
 
 def export_checkpoint(state_dir: Path, format_name: str, *, round_: int | None = None,
-                      out: Path | None = None) -> ExportResult:
+                      out: str | Path | None = None) -> ExportResult:
     """Write round ``round_``'s global model (None: the newest) in ``format_name`` to ``out``, and its metadata.
 
-    ``out``: a file, or an existing directory to write the default name (``<task>-round<N><suffix>``)
-    into; None: that name in the current directory."""
+    ``out``: a file, or a directory to write the default name (``<task>-round<N><suffix>``) into: one
+    that exists, or a path ending in "/" (made if missing); None: that name in the current directory."""
     spec = FORMATS.get(format_name)
     if spec is None:
         raise ValueError(f'no export format "{format_name}"; formats: {", ".join(FORMATS)}')
@@ -180,10 +181,11 @@ def export_checkpoint(state_dir: Path, format_name: str, *, round_: int | None =
         check_weights(task, weights)
     except ValueError as exc:
         raise CheckpointError(f"the checkpoint {entry.path} is not a {task.name} model: {exc}") from None
-    if out is None or out.is_dir():
-        path = (out or Path()) / default_name(task, entry.round, spec)
+    # A str keeps the trailing "/" that says "a directory" (Path drops it).
+    if out is None or str(out).endswith(os.sep) or Path(out).is_dir():
+        path = Path(out or ".") / default_name(task, entry.round, spec)
     else:
-        path = out
+        path = Path(out)
     model_bytes = exporter(spec)(task, weights)
     metadata_path = path.with_name(path.name + METADATA_SUFFIX)
     data = metadata(spec, entry, task, path, model_bytes)

@@ -119,6 +119,10 @@ def test_an_unwritable_out_exits_73_and_keeps_what_was_there(edgefl_cli, state_d
         assert edgefl_cli("model", "export", "--state-dir", str(state_dir), "--format", "torch",
                           "--out", str(out / "m.pt"))[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["m.pt", "m.pt.json"]
+    # A path ending in "/" is a directory, made if missing, for the default name; not a file named so.
+    assert edgefl_cli("model", "export", "--state-dir", str(state_dir), "--format", "torch",
+                      "--out", f"{tmp_path / 'new'}/")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["digits-round2.pt", "digits-round2.pt.json"]
 
 
 def test_info_imports_no_framework(state_dir):
