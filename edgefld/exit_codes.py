@@ -28,8 +28,9 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.FAILURE: "The command failed; the message on stderr says why.",
     ExitCode.USAGE: "Bad command-line usage; see `edgefl COMMAND --help`.",
     ExitCode.DATA: (
-        "A dataset file is missing, truncated or corrupt. Fetch it with "
-        "`edgefl data download TASK` or bring the original files with `edgefl data import PATH`."
+        "A dataset or checkpoint file is missing, truncated or corrupt. Fetch a dataset with "
+        "`edgefl data download TASK` or bring the original files with `edgefl data import PATH`; "
+        "`edgefl model info` lists the checkpoints there are."
     ),
     ExitCode.UNAVAILABLE: (
         "A required component is not installed (for example the configured training backend). "

@@ -95,7 +95,7 @@ def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: lis
     # Checkpoints of later rounds than this one belong to a timeline that was abandoned (the run
     # resumed from an earlier, good checkpoint because they were unusable): they go, then the oldest
     # beyond the few kept.
-    existing = _checkpoint_files(directory)
+    existing = checkpoint_files(directory)
     stale = [p for r, p in existing if r > round_] + [p for _, p in
                                                      [e for e in existing if e[0] <= round_][:-KEEP_CHECKPOINTS]]
     for old in stale:
@@ -106,7 +106,8 @@ def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: lis
     return path
 
 
-def _checkpoint_files(directory: Path) -> list[tuple[int, Path]]:
+def checkpoint_files(directory: Path) -> list[tuple[int, Path]]:
+    """(round, path) of every file named as a checkpoint in ``directory``, oldest first; none read."""
     if not directory.is_dir():
         return []
     found = []
@@ -138,7 +139,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
 def load_latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Checkpoint | None, list[str]]:
     """The newest checkpoint that verifies, and a note for each newer one that did not."""
     problems: list[str] = []
-    for _, path in reversed(_checkpoint_files(Path(directory))):
+    for _, path in reversed(checkpoint_files(Path(directory))):
         try:
             return read_checkpoint(path), problems
         except ValueError as exc:

@@ -19,10 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from edgefld.errors import EdgeflError
+from edgefld.exit_codes import ExitCode
 from edgefld.persist import (
+    KEEP_CHECKPOINTS,
     Checkpoint,
     append_jsonl,
+    checkpoint_files,
     load_latest_checkpoint,
+    read_checkpoint,
     read_jsonl,
     reconcile_metrics,
     save_checkpoint,
@@ -39,6 +43,12 @@ STATE_WRITE_FAILED = "edgefl: state write failed: "
 
 class RunStateError(EdgeflError):
     """The state directory holds another run's state (a different task or partitioning)."""
+
+
+class CheckpointError(EdgeflError):
+    """No usable checkpoint where one was asked for (none stored, not that round, or corrupt)."""
+
+    exit_code = ExitCode.DATA
 
 
 def run_identity(run: Mapping[str, object]) -> dict[str, object]:
@@ -125,3 +135,73 @@ def read_rounds(path: Path) -> list[RoundRecord]:
         except RecordError:
             continue
     return rounds
+
+
+# --- the stored global models, for people and exporters (edgefl model info|export) ---------------------
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """One checkpoint file as read back: its round, task and evaluated accuracy, or why it is unusable."""
+
+    round: int
+    path: Path
+    checkpoint: Checkpoint | None  # None: unusable (``problem`` says why)
+    problem: str | None = None
+
+    @property
+    def task(self) -> str | None:
+        identity = self.checkpoint.meta.get("identity") if self.checkpoint is not None else None
+        task = identity.get("task") if isinstance(identity, dict) else None
+        return task if isinstance(task, str) else None
+
+    @property
+    def record(self) -> RoundRecord | None:
+        """Round N's record as the checkpoint carries it (None for the initial model, round 0)."""
+        stored = self.checkpoint.meta.get("record") if self.checkpoint is not None else None
+        try:
+            return RoundRecord.from_json(stored) if stored is not None else None
+        except RecordError:
+            return None
+
+    @property
+    def accuracy(self) -> float | None:
+        """The server's evaluation of this global model, if it evaluated the round."""
+        record = self.record
+        return record.evaluation.eval_accuracy if record is not None and record.evaluation is not None else None
+
+
+def stored_checkpoints(directory: Path) -> list[StoredCheckpoint]:
+    """Every checkpoint in the state directory ``directory``, oldest first, each read and verified."""
+    stored: list[StoredCheckpoint] = []
+    for round_, path in checkpoint_files(directory / CHECKPOINT_DIR):
+        try:
+            stored.append(StoredCheckpoint(round_, path, read_checkpoint(path)))
+        except ValueError as exc:
+            stored.append(StoredCheckpoint(round_, path, None, str(exc)))
+    return stored
+
+
+def stored_checkpoint(directory: Path, round_: int | None = None) -> StoredCheckpoint:
+    """The checkpoint of ``round_`` (None: the newest usable one) in the state directory ``directory``.
+
+    CheckpointError, naming the rounds there are, if there is none such or it is unusable."""
+    stored = stored_checkpoints(directory)
+    usable = [entry for entry in stored if entry.checkpoint is not None]
+    rounds = ", ".join(str(entry.round) for entry in usable) or "none"
+    if not stored:
+        raise CheckpointError(f"no checkpoints in {directory / CHECKPOINT_DIR}: is {directory} the server's "
+                              "state directory ([server] state_dir, --state-dir), and has a round finished?")
+    if round_ is None:
+        if not usable:
+            raise CheckpointError(f"every checkpoint in {directory / CHECKPOINT_DIR} is unusable: "
+                                  + "; ".join(f"round {entry.round}: {entry.problem}" for entry in stored))
+        return usable[-1]
+    entry = next((entry for entry in stored if entry.round == round_), None)
+    if entry is None:
+        raise CheckpointError(f"round {round_} has no checkpoint in {directory / CHECKPOINT_DIR} "
+                              f"(the last {KEEP_CHECKPOINTS} are kept); usable rounds: {rounds}")
+    if entry.checkpoint is None:
+        raise CheckpointError(f"the checkpoint of round {round_} ({entry.path}) is unusable: {entry.problem}; "
+                              f"usable rounds: {rounds}")
+    return entry

@@ -29,7 +29,13 @@ that is a third apart), padding (Keras's "same" pads a stride-2 convolution at
 the bottom and right only, torch on every side) and dropout (seeded per call, so
 the same seed trains to the same weights).
 
-Imported only by the TensorFlow backend: nothing else in edgefl imports TensorFlow.
+``build_model(task, portable=True)`` builds the same model from Keras's own layers only
+(BatchNormalization, Dropout, the "relu", "hard_silu" and "hard_sigmoid" activations), the same
+in evaluation mode: a ``.keras`` file of it loads with plain Keras, without edgefl
+(``edgefld.export``). It does not train as torch does, and is never trained.
+
+Imported only by the TensorFlow backend and the Keras and TFLite exporters: nothing else in
+edgefl imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -213,11 +219,24 @@ def hardsigmoid(x: tf.Tensor) -> tf.Tensor:
 # --- building ---------------------------------------------------------------------------------
 
 
-class _Builder:
-    """Applies layers to a functional-API tensor and records each weight's slot as it goes."""
+# The portable model's activations: Keras's own, by name, computing what edgefl's do (Keras 3 on
+# TensorFlow: hard_sigmoid is relu6(x + 3) / 6, hard_silu x * hard_sigmoid(x): the same operations,
+# only hard_silu's multiplication and division in another order, a float32 rounding apart).
+PORTABLE_ACTIVATIONS: dict[Callable[[tf.Tensor], tf.Tensor], str] = {
+    hardswish: "hard_silu",
+    hardsigmoid: "hard_sigmoid",
+    tf.nn.relu: "relu",
+}
 
-    def __init__(self) -> None:
+
+class _Builder:
+    """Applies layers to a functional-API tensor and records each weight's slot as it goes.
+
+    ``portable``: Keras's own layers where edgefl's training layers stand (see the module docstring)."""
+
+    def __init__(self, portable: bool = False) -> None:
         self.slots: list[Slot] = []
+        self.portable = portable
 
     def _record(self, name: str, variable: Any, to_keras: Conversion, to_canonical: Conversion,
                 initializer: Initializer) -> None:
@@ -263,17 +282,28 @@ class _Builder:
         return x
 
     def batch_norm(self, name: str, x: Any, *, eps: float, momentum: float) -> Any:
-        layer = TorchBatchNorm(x.shape[-1], eps, momentum, name=name)
-        x = layer(x)
-        for suffix, variable, initializer in (("weight", layer.gamma, _ones), ("bias", layer.beta, _zeros),
-                                              ("running_mean", layer.running_mean, _zeros),
-                                              ("running_var", layer.running_var, _ones)):
+        layer: Any
+        if self.portable:
+            # Keras's momentum is the weight of the running statistic, torch's that of the batch's.
+            layer = keras.layers.BatchNormalization(epsilon=eps, momentum=1.0 - momentum, name=name)
+            x = layer(x)
+            variables = (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
+        else:
+            layer = TorchBatchNorm(x.shape[-1], eps, momentum, name=name)
+            x = layer(x)
+            variables = (layer.gamma, layer.beta, layer.running_mean, layer.running_var)
+        for suffix, variable, initializer in zip(("weight", "bias", "running_mean", "running_var"), variables,
+                                                 (_ones, _zeros, _zeros, _ones), strict=True):
             self._record(f"{name}.{suffix}", variable, _identity, _identity, initializer)
         return x
 
+    def activation(self, fn: Callable[[tf.Tensor], tf.Tensor], name: str, x: Any) -> Any:
+        layer = keras.layers.Activation(PORTABLE_ACTIVATIONS[fn] if self.portable else fn, name=name)
+        return layer(x)
 
-def _activation(fn: Callable[[tf.Tensor], tf.Tensor], name: str) -> keras.layers.Layer:
-    return keras.layers.Activation(fn, name=name)
+    def dropout(self, rate: float, name: str, x: Any) -> Any:
+        layer = keras.layers.Dropout(rate, name=name) if self.portable else SeededDropout(rate, name=name)
+        return layer(x)
 
 
 def _flatten_chw(x: Any, name: str) -> Any:
@@ -332,7 +362,7 @@ def _mobilenet_v3_small(task: Task, builder: _Builder, inputs: Any, dropout: flo
                          bias=False,
                          weight_init=_kaiming_normal_fan_out)
         x = builder.batch_norm(f"{name}.1", x, eps=MOBILENET_BN_EPS, momentum=MOBILENET_BN_MOMENTUM)
-        return _activation(activation, f"{name}.2")(x) if activation else x
+        return builder.activation(activation, f"{name}.2", x) if activation else x
 
     def squeeze_excite(name: str, x: Any, squeeze: int) -> Any:
         # torchvision's SqueezeExcitation: avgpool - fc1 (1x1 conv) - ReLU - fc2 - hardsigmoid, times x.
@@ -342,7 +372,7 @@ def _mobilenet_v3_small(task: Task, builder: _Builder, inputs: Any, dropout: flo
         scale = keras.layers.ReLU(name=f"{name}.activation")(scale)
         scale = builder.conv(f"{name}.fc2", scale, x.shape[-1], 1, weight_init=_kaiming_normal_fan_out,
                              bias_init=_zeros)
-        scale = _activation(hardsigmoid, f"{name}.scale_activation")(scale)
+        scale = builder.activation(hardsigmoid, f"{name}.scale_activation", scale)
         return keras.layers.Multiply(name=f"{name}.multiply")([x, scale])
 
     x = conv_bn("features.0", inputs, 16, 3, hardswish, stride=2)
@@ -368,8 +398,8 @@ def _mobilenet_v3_small(task: Task, builder: _Builder, inputs: Any, dropout: flo
     x = conv_bn(f"features.{len(MOBILENET_V3_SMALL_BLOCKS) + 1}", x, last_conv, 1, hardswish)
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = builder.dense("classifier.0", x, MOBILENET_V3_SMALL_LAST_CHANNEL, weight_init=_normal_001, bias_init=_zeros)
-    x = _activation(hardswish, "classifier.1")(x)
-    x = SeededDropout(dropout, name="classifier.2")(x)
+    x = builder.activation(hardswish, "classifier.1", x)
+    x = builder.dropout(dropout, "classifier.2", x)
     return builder.dense("classifier.3", x, task.num_classes, weight_init=_normal_001, bias_init=_zeros)
 
 
@@ -413,15 +443,17 @@ class TaskModel:
         ]
 
 
-def build_model(task: Task) -> TaskModel:
-    """The task's Keras model (weights not yet meaningful: set them, or draw ``initial_weights``)."""
+def build_model(task: Task, *, portable: bool = False) -> TaskModel:
+    """The task's Keras model (weights not yet meaningful: set them, or draw ``initial_weights``).
+
+    ``portable``: of Keras's own layers only, for inference (see the module docstring)."""
     builder_fn = MODEL_BUILDERS.get(task.model)
     if builder_fn is None:
         raise BackendUnavailable(
             f'the tensorflow backend cannot build model "{task.model}" of task "{task.name}"; '
             f"it builds: {', '.join(MODEL_BUILDERS)}"
         )
-    builder = _Builder()
+    builder = _Builder(portable)
     inputs = keras.Input(shape=task.input_shape, dtype="float32", name="images")
     outputs = builder_fn(task, builder, inputs)
     model = keras.Model(inputs, outputs, name=task.model)

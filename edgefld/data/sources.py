@@ -33,6 +33,11 @@ class DatasetSpec:
     sources: tuple[SourceFile, ...]
     mirrors: tuple[str, ...]  # base URLs tried in order; a file's URL is mirror + filename
     fix_hint: str  # what a person runs when the dataset is missing or corrupt
+    class_names: tuple[str, ...]  # label i's name, as the dataset publishes it (an exported model's metadata)
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"dataset {self.name}: {self.num_classes} classes but {len(self.class_names)} names")
 
     @property
     def downloadable(self) -> bool:
@@ -61,6 +66,7 @@ MNIST = DatasetSpec(
         "run `edgefl data download mnist`, or on a board without internet copy the four MNIST "
         "IDX files into a directory and run `edgefl data import PATH`"
     ),
+    class_names=tuple(str(digit) for digit in range(10)),
 )
 
 CIFAR10 = DatasetSpec(
@@ -76,6 +82,8 @@ CIFAR10 = DatasetSpec(
         "run `edgefl data download cifar10`, or on a board without internet copy "
         "cifar-10-python.tar.gz to it and run `edgefl data import PATH`"
     ),
+    # batches.meta's label_names.
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 )
 
 # scikit-learn's copy of the UCI test set, shipped inside edgefl (see
@@ -99,6 +107,7 @@ DIGITS = DatasetSpec(
         "run `edgefl data download digits` to rebuild it from the copy shipped with edgefl "
         "(no network needed); if that fails, reinstall edgefl"
     ),
+    class_names=tuple(str(digit) for digit in range(10)),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, CIFAR10, DIGITS)}
