@@ -35,6 +35,7 @@ any of them fails there first.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -300,9 +301,10 @@ def fast_grid_polls(grid: Any, interval: float) -> None:
     unless that node had begun to send its reply: a reply cut off half-way (the board killed or
     its link lost while it uploaded) is held until Flower's object-push session expires (180 s,
     flwr/supercore/constant.py), and the round with it. Here a pending reply from a node no
-    longer online gets the same error as Flower's. (Still open: once the SuperLink hands out
-    such a reply, the grid's pull of its missing objects blocks until they come or its 500 tries
-    are spent; bounding that pull broke a board's rejoin after a partition, so it is not done.)"""
+    longer online gets the same error as Flower's, and so does a reply whose upload was given up
+    because its node left (abandon_uploads_of_nodes_that_left)."""
+    from flwr.common.constant import ErrorCode
+
     def send_and_receive(messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         messages = list(messages)
         pushed = list(grid.push_messages(messages))
@@ -313,10 +315,13 @@ def fast_grid_polls(grid: Any, interval: float) -> None:
         next_check = time.monotonic() + NODE_CHECK_S
         replies: list[Any] = []
         while pending and (deadline is None or time.monotonic() < deadline):
-            got = list(grid.pull_messages(list(pending)))
-            replies.extend(got)
-            for reply in got:
-                pending.pop(reply.metadata.reply_to_message_id, None)
+            for reply in grid.pull_messages(list(pending)):
+                answered = reply.metadata.reply_to_message_id
+                if (reply.has_error() and reply.error.code == ErrorCode.MESSAGE_UNAVAILABLE
+                        and pending.get(answered) in _LEFT_MID_UPLOAD):
+                    reply = _node_left_reply(run_id, answered)
+                replies.append(reply)
+                pending.pop(answered, None)
             if pending and time.monotonic() >= next_check:
                 online = set(grid.get_node_ids())
                 for message_id, node_id in list(pending.items()):
@@ -329,6 +334,94 @@ def fast_grid_polls(grid: Any, interval: float) -> None:
         return replies
 
     grid.send_and_receive = send_and_receive
+
+
+# Nodes whose reply's upload the grid gave up on because they left (abandon_uploads_of_nodes_that_left).
+_LEFT_MID_UPLOAD: set[int] = set()
+
+
+class _OnlineNodes:
+    """The run's online nodes as the SuperLink says, asked at most every NODE_CHECK_S from any thread
+    (the grid pulls a reply's objects from a pool of threads)."""
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+        self._lock = threading.Lock()
+        self._asked_at = -NODE_CHECK_S
+        self._nodes: frozenset[int] = frozenset()
+
+    def __contains__(self, node_id: object) -> bool:
+        with self._lock:
+            if time.monotonic() - self._asked_at >= NODE_CHECK_S:
+                self._nodes = frozenset(self._grid.get_node_ids())
+                self._asked_at = time.monotonic()
+            return node_id in self._nodes
+
+
+class _UploadWatch:
+    installed = False
+    online: _OnlineNodes | None = None  # the grid's, for the process's one ServerApp
+
+
+_UPLOADS = _UploadWatch()
+
+
+def abandon_uploads_of_nodes_that_left(grid: Any) -> None:
+    """The ServerApp's grid stops pulling a reply's missing objects once the node sending them is no
+    longer online.
+
+    Flower's grid (http_grid.HttpGrid.pull_messages) takes a reply as soon as the SuperLink has its
+    message, then pulls the objects still being uploaded, retrying each up to 500 times: a board
+    killed, or its link lost, half-way through its upload held the round for minutes (edgefl's
+    0.5 s retry cap, bound_object_pulls) or until the object-push session expired (180 s). The
+    SuperLink hands a reply out once (it forgets it when pulled), so the pull cannot simply be
+    cut short and tried again later: a board whose link comes back resumes its upload into this
+    same pull. So the pull goes on while the node is online and ends when it is not, as Flower ends
+    the wait for a node that never began its reply; send_and_receive then names it as the node
+    that left. The sender of each pulled reply is read from the SuperLink's answer (PullMessages)."""
+    from flwr.common.logger import log
+    from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
+    from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient
+    from flwr.superlink.grid import http_grid
+
+    _UPLOADS.online = _OnlineNodes(grid)
+    if _UPLOADS.installed:  # once per process: the ServerApp's
+        return
+    _UPLOADS.installed = True
+    senders: dict[str, int] = {}  # a pulled reply's message id (its object tree's root) -> its node
+    pull_messages = _original(RuntimeHttpClient, "PullMessages")
+    pull_objects = _original(http_grid, "pull_objects")
+
+    def recording_pull_messages(self: Any, request: Any) -> Any:
+        response = pull_messages(self, request)
+        for message in response.messages_list:
+            senders[message.metadata.message_id] = message.metadata.src_node_id
+        return response
+
+    def pull_reply_objects(*, object_ids: list[str], pull_object_fn: Callable[[str], bytes], **kwargs: Any
+                           ) -> dict[str, bytes]:
+        # The tree is walked in post-order (iterate_object_tree): the message itself comes last.
+        node = senders.pop(object_ids[-1], None) if object_ids else None
+        online = _UPLOADS.online
+        if node is None or online is None:
+            return dict(pull_objects(object_ids=object_ids, pull_object_fn=pull_object_fn, **kwargs))
+
+        def pull_while_online(object_id: str) -> bytes:
+            try:
+                return pull_object_fn(object_id)
+            except ObjectUnavailableError:
+                if node in online:
+                    raise  # still uploading: Flower retries
+                if node not in _LEFT_MID_UPLOAD:
+                    _LEFT_MID_UPLOAD.add(node)
+                    log(WARNING, "node %d left before it finished uploading its reply: not waiting for the rest",
+                        node)
+                raise ObjectPullError(object_id, f"node {node} left before it finished uploading") from None
+
+        return dict(pull_objects(object_ids=object_ids, pull_object_fn=pull_while_online, **kwargs))
+
+    _patch(RuntimeHttpClient, "PullMessages", recording_pull_messages)
+    _patch(http_grid, "pull_objects", pull_reply_objects)
 
 
 # --- the SuperNode's hooks (edgefld.client.supernode) -------------------------------------------------

@@ -21,12 +21,16 @@ from flwr.supercore.error import FlowerError
 from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.exit import exit_handler, signal_handler
 from flwr.supercore.inflatable import inflatable_utils
-from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
+from flwr.supercore.inflatable.inflatable_protobuf_utils import make_pull_object_fn_protobuf
+from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
 from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.superexec.run_superexec import run_superexec
+from flwr.superlink.grid import http_grid
 from flwr.superlink.grid.http_grid import HttpGrid
+from flwr.superlink.servicer.runtime import runtime_handlers
 from flwr.supernode import fleet_http_connection
 from flwr.supernode import start_client_internal as supernode_internal
 from flwr.supernode.fleet_http_client import FleetHttpClient
@@ -94,6 +98,17 @@ PINNED = [
      "while too few nodes are connected it calls the module's sleep(1), then asks again (patient_node_waits)"),
     (HttpGrid.send_and_receive, "699c9f048f3cff74",
      "push_messages then pull_messages until every reply came or the timeout passed (fast_grid_polls redoes it)"),
+    (HttpGrid.pull_messages, "67a5266a5a2ed515",
+     "it gets replies from its runtime client's PullMessages, then pulls each one's objects with the module's "
+     "pull_objects(object_ids=..., pull_object_fn=...) by keyword, and makes a MESSAGE_UNAVAILABLE error reply of "
+     "an ObjectPullError (abandon_uploads_of_nodes_that_left)"),
+    (RuntimeHttpClient.PullMessages, "ea555b6e26885573",
+     "PullMessages answers with messages_list, each message's metadata carrying its message_id and src_node_id"),
+    (iterate_object_tree, "34c0fe845619356a", "the tree is walked in post-order: the message's own id comes last"),
+    (make_pull_object_fn_protobuf, "ede05e6314fa253a",
+     "an object the SuperLink has not received yet raises ObjectUnavailableError (retried by pull_objects)"),
+    (runtime_handlers.pull_messages, "8c998d6d197c09e4",
+     "the SuperLink hands a reply out once (deletes it when pulled), whether or not its objects all arrived"),
 ]
 
 
@@ -281,6 +296,62 @@ def test_the_server_stops_waiting_for_a_reply_from_a_node_that_left():
     assert set(by_id) == {"m1", "m2"}
     assert not by_id["m1"].has_error()
     assert by_id["m2"].has_error() and by_id["m2"].error.code == ErrorCode.NODE_UNAVAILABLE
+
+
+def test_the_server_gives_up_a_replys_upload_only_once_its_node_left(monkeypatch):
+    """A reply whose objects are still coming is waited for while its node is online (a board whose
+    link comes back resumes its upload into the same pull) and given up once it is not."""
+    from types import SimpleNamespace
+
+    from flwr.proto.message_pb2 import Message as MessageProto
+    from flwr.proto.runtime_pb2 import PullAppMessagesResponse
+
+    class Grid:
+        online = [1, 2]
+
+        def get_node_ids(self):
+            return list(self.online)
+
+    def pulled(self, request):  # what the SuperLink answers: two replies, from nodes 1 and 2
+        response = PullAppMessagesResponse()
+        for node in (1, 2):
+            message = MessageProto()
+            message.metadata.message_id = f"reply-{node}"
+            message.metadata.src_node_id = node
+            response.messages_list.append(message)
+        return response
+
+    monkeypatch.setattr(RuntimeHttpClient, "PullMessages", pulled)
+    monkeypatch.setattr(http_grid, "pull_objects", http_grid.pull_objects)
+    monkeypatch.setattr(flower_compat, "_UPLOADS", flower_compat._UploadWatch())
+    monkeypatch.setattr(flower_compat, "_LEFT_MID_UPLOAD", set())
+    monkeypatch.setattr(flower_compat, "NODE_CHECK_S", 0.1)
+    grid = Grid()
+    flower_compat.abandon_uploads_of_nodes_that_left(grid)
+    RuntimeHttpClient.PullMessages(SimpleNamespace(), None)
+    tries = {"reply-1": 0, "reply-2": 0}
+
+    def pull_object(object_id: str) -> bytes:
+        reply = object_id.split(":")[0]
+        tries[reply] += 1
+        if reply == "reply-1" and tries[reply] == 6:
+            grid.online = [2]  # node 1 is gone half-way through its upload
+        if reply == "reply-2" and tries[reply] >= 6:
+            return b"uploaded at last"  # node 2 is slow, but online
+        raise ObjectUnavailableError(object_id)
+
+    fast = {"initial_backoff": 0.01, "backoff_cap": 0.05}
+    started = time.monotonic()
+    got = http_grid.pull_objects(object_ids=["reply-2:array", "reply-2"], pull_object_fn=pull_object, **fast)
+    assert got == {"reply-2:array": b"uploaded at last", "reply-2": b"uploaded at last"}
+    with pytest.raises(ObjectPullError, match="node 1 left before it finished uploading"):
+        http_grid.pull_objects(object_ids=["reply-1:array", "reply-1"], pull_object_fn=pull_object, **fast)
+    assert time.monotonic() - started < 10
+    assert flower_compat._LEFT_MID_UPLOAD == {1}
+    # Objects of anything else (not a reply the grid pulled) are pulled as Flower pulls them.
+    with pytest.raises(ObjectPullError, match="not here"):
+        http_grid.pull_objects(object_ids=["other"], pull_object_fn=lambda i: (_ for _ in ()).throw(
+            ObjectPullError(i, "not here")))
 
 
 def test_the_warm_runtime_signs_what_flowers_superexec_signs():

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 from edgefld.apps import settings
 from edgefld.apps.strategy import ResumableFedAvg
 from edgefld.apps.weights import record_from, weights_from
-from edgefld.flower_compat import fast_grid_polls, patient_node_waits
+from edgefld.flower_compat import abandon_uploads_of_nodes_that_left, fast_grid_polls, patient_node_waits
 from edgefld.records import Evaluation, RoundRecord
 from edgefld.run_state import STATE_WRITE_FAILED, RunState, RunStateError, run_identity
 
@@ -77,6 +77,7 @@ def _main(grid: Grid, context: Context) -> None:
                              eval_backend=eval_backend, test_set=_test_set(eval_backend, task, str(run["data-dir"])))
     if float(run["grid-poll"]) > 0:
         fast_grid_polls(grid, float(run["grid-poll"]))
+    abandon_uploads_of_nodes_that_left(grid)
     patient_node_waits()
     strategy.start(
         grid=grid,

@@ -52,11 +52,18 @@ class NodeRecord:
     status: str  # registered | online | offline | unregistered
 
 
+# Every call is on loopback and answered in milliseconds; Flower's client waits 30 s, which a daemon
+# asked to stop (systemd gives it 15 s) cannot afford to spend on a SuperLink that hangs.
+CALL_TIMEOUT_S = 5.0
+
+
 class Control:
     def __init__(self, address: str, root_certificates: bytes | None = None) -> None:
         self._client = ControlHttpClient.from_server_address(
             server_address=address, insecure=root_certificates is None, root_certificates=root_certificates,
             interceptors=[])
+        # ProtobufClient sends every request through this httpx client (pinned: tests/test_flower_compat.py).
+        self._client._client.timeout = httpx.Timeout(CALL_TIMEOUT_S)
 
     def _call(self, method: str, request: Any) -> Any:
         try:

@@ -15,8 +15,10 @@ again to train on from the last checkpoint).
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 
 log = get_logger("server")
 
+# A stop (SIGTERM) ends the run, the Fleet gateway and the SuperLink within STOP_BUDGET_S, inside the
+# unit's TimeoutStopSec=15 (systemd/edgefl-server.service); the gateway takes at most GATEWAY_STOP_S of it.
+STOP_BUDGET_S = 12.0
+GATEWAY_STOP_S = 4.0
+
 
 def eval_backend_for_server() -> str:
     """The server evaluates the global model itself: any installed backend will do."""
@@ -72,6 +79,7 @@ class ServerDaemon:
         self.progress = ProgressReporter(self.state.metrics, self.server.rounds, self.notifier.set_status,
                                          on_rounds=self._on_rounds)
         self._reported: set[str] = set()  # problems with stored state, each logged once
+        self._stop_deadline: float | None = None  # set by the stop signal
 
     # --- what is already done ------------------------------------------------------------
     def completed_rounds(self) -> int:
@@ -235,14 +243,22 @@ class ServerDaemon:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + STOP_BUDGET_S
+            # Should the stop overrun its budget anyway, every thread's stack goes to the journal before
+            # systemd's SIGKILL (TimeoutStopSec): what it waited for, not a bare "timeout".
+            faulthandler.dump_traceback_later(STOP_BUDGET_S + 1.0, exit=False)
         self.notifier.stopping("stopping")
         self.stopping.set()
 
     def _shutdown(self) -> None:
+        deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
         if self.proxy is not None:
-            self.proxy.stop()
+            self.proxy.stop(timeout=min(GATEWAY_STOP_S, max(0.5, deadline - time.monotonic() - 2.0)))
         if self.superlink is not None:
-            self.superlink.stop()
+            # The SuperLink gets what is left, and at least a second to finish SQLite's write in progress.
+            self.superlink.stop(timeout=max(1.0, deadline - time.monotonic()))
+        faulthandler.cancel_dump_traceback_later()
 
 
 def run_server(config: Config) -> int:

@@ -274,14 +274,17 @@ class FleetGateway:
         if self._error is not None:
             raise self._error
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening and end the connections; waits at most ``timeout`` s (about 2 * STOP_GRACE_S)."""
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             try:
                 self._loop.call_soon_threadsafe(self._stop.set)
             except RuntimeError:
                 pass  # the loop already closed
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("fleet gateway: not stopped within %.0f s; leaving it to the process's exit", timeout)
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()

@@ -114,9 +114,9 @@ class SuperLink:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 8.0) -> None:
         if self.process is not None:
-            stop_tree(self.process, timeout=8.0)
+            stop_tree(self.process, timeout=timeout)
 
     def end_serverapps(self) -> list[int]:
         """End the ServerApp processes before their run is stopped: a ServerApp polling its run after

@@ -645,6 +645,9 @@ class SystemTest:
         found = []
         for unit in JOURNAL_UNITS:
             out = self.c.run(["journalctl", "--no-pager", "-o", "json", "-u", unit], check=False).stdout
+            # A traceback comes one journal entry per line: it is shown as one line, with where it was
+            # raised and what (CI may show only the last lines of this output).
+            tracebacks: dict[str, tuple[int, list[str]]] = {}  # pid -> (its line in found, the traceback so far)
             for raw in out.splitlines():
                 try:
                     entry = json.loads(raw)
@@ -653,8 +656,19 @@ class SystemTest:
                 message = entry.get("MESSAGE")
                 if not isinstance(message, str) or entry.get("SYSLOG_IDENTIFIER") == "systemd":
                     continue
+                pid = str(entry.get("_PID", "?"))
+                if pid in tracebacks:
+                    at, lines = tracebacks[pid]
+                    lines.append(message.strip())
+                    if not message.startswith((" ", "\t", "Traceback")):  # the exception: the traceback's end
+                        del tracebacks[pid]
+                        frames = [line for line in lines if line.startswith("File ")]
+                        found[at] += f" ... {frames[-1] if frames else ''} -> {message.strip()[:300]}"
+                    continue
                 if LOUD.search(message):
-                    found.append(f"{unit} [{entry.get('_PID', '?')}]: {message[:300]}")
+                    found.append(f"{unit} [{pid}]: {message[:300]}")
+                    if "Traceback" in message:
+                        tracebacks[pid] = (len(found) - 1, [])
         return found
 
     def purge(self) -> None:
