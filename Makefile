@@ -70,13 +70,21 @@ test: venv test-tools
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-system; \
 	else echo "make test: test-system skipped: it needs root (systemd-nspawn); run sudo make test-system" >&2; fi
 
-# Debian's chromium (the report's browser test) and promtool (package prometheus), as root where apt-get
-# is: the tests that need them skip, naming the package, without them.
+# Debian's chromium (the report's browser test) as root where apt-get is, and promtool (package
+# prometheus) unpacked from its .deb into build/tools: installing the package would start a Prometheus
+# server on this machine. The tests that need them skip, naming the package, without them.
+PROMTOOL_DIR := build/tools/prometheus
 test-tools:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		! { command -v chromium >/dev/null && command -v promtool >/dev/null; }; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium prometheus >/dev/null \
-		|| echo "make test: chromium and prometheus not installed; their tests will skip" >&2; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! command -v chromium >/dev/null; then \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+		  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+		       apt-get install -y -q --no-install-recommends chromium >/dev/null; }; } \
+		|| echo "make test: chromium not installed; the report's browser test will skip" >&2; fi
+	@if ! command -v promtool >/dev/null && [ ! -x $(PROMTOOL_DIR)/usr/bin/promtool ] && command -v apt-get >/dev/null; then \
+		mkdir -p $(PROMTOOL_DIR) && cd $(PROMTOOL_DIR) && rm -f prometheus_*.deb && \
+		{ apt-get download -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+		  apt-get download -q prometheus >/dev/null; }; } && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb \
+		|| echo "make test: promtool not unpacked; the Prometheus textfile test will skip" >&2; fi
 
 test-fast: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
