@@ -183,7 +183,8 @@ def _plots(data: RunData) -> dict[str, bytes] | None:
             ax.set_yticks(range(len(trained)), [b.label() for b, _ in trained], fontsize=8)
             ax.invert_yaxis()
             ax.set(title="Round time per board, by part (mean of its trained rounds)", xlabel="seconds")
-            ax.legend(fontsize=8, ncol=4, loc="lower right")
+            ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3 - 0.3 / len(trained)),
+                      frameon=False)  # below the axes: never over a bar
             ax.grid(axis="x", alpha=0.3)
             figures["round-time"] = fig
 
@@ -205,7 +206,7 @@ def _plots(data: RunData) -> dict[str, bytes] | None:
     for name, fig in figures.items():
         fig.tight_layout()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         pngs[name] = buffer.getvalue()
     return pngs
