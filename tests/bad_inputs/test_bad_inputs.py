@@ -4,6 +4,7 @@ and nothing under the case's directory changed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefld.status import CLIENT_STATE_FILE, FLEET_FILE, SERVER_STATE_FILE
 from tests.bad_inputs import conftest
 from tests.bad_inputs.cases import BASE_CONFIG, CASES, MNIST, Case
 
@@ -90,6 +92,18 @@ def test_bad_input(case: Case, base_dir, tmp_path, edgefl_exe):
         assert all(line in kept for line in original_metrics.splitlines()), "a metrics line was lost"
         after.pop(rejected)
         after[metrics] = before[metrics]
+    # What a daemon says it is doing (for `edgefl status`) is written on its way out, "failed" with the
+    # reason: meant to change, and read back here as what it is. So is fleet.json, which the server
+    # folds from metrics.jsonl at every start (derived, never the only copy of anything).
+    for fleet in [name for name in after if Path(name).name == FLEET_FILE]:
+        json.loads((d / fleet).read_text())
+        after.pop(fleet)
+        before.pop(fleet, None)
+    for state in [name for name in after if Path(name).name in (SERVER_STATE_FILE, CLIENT_STATE_FILE)]:
+        if after[state] != before.get(state):
+            assert json.loads((d / state).read_text())["state"] in ("failed", "stopped", "starting", "complete"), state
+            after.pop(state)
+            before.pop(state, None)
     assert after == before, "a failed command changed what was stored"
     assert not Path("/tmp/edgefl-pwned-by-pickle").exists(), "a pickle ran code"
     conftest.TALLY["as expected"] += 1

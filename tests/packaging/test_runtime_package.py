@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 from edgefld.backends.base import BACKEND_MODULES
+from edgefld.export import FORMATS
 
 EDGEFLD = Path(__file__).resolve().parents[2] / "edgefld"
 FRAMEWORKS = {"torch", "torchvision", "tensorflow", "keras"}
@@ -29,11 +30,13 @@ def _imports() -> dict[str, set[str]]:
 
 
 def test_only_the_backends_import_a_training_framework():
-    """A module that imports torch or TensorFlow and that no backend loads is a build tool
-    (such as tools/litert_build.py, which builds the LiteRT models with TensorFlow): it
-    belongs outside the package, which every board installs."""
+    """A module that imports torch or TensorFlow and that no backend (nor the server's model
+    exporter for its format, edgefld.export.FORMATS) loads is a build tool (such as
+    tools/litert_build.py, which builds the LiteRT models with TensorFlow): it belongs outside the
+    package, which every board installs. Both registries name their modules, imported only when chosen."""
     imports = _imports()
-    reachable, todo = set(), list(BACKEND_MODULES.values())
+    exporters = [spec.exporter.split(":")[0] for spec in FORMATS.values()]
+    reachable, todo = set(), [*BACKEND_MODULES.values(), *exporters]
     while todo:
         module = todo.pop()
         if module not in reachable and module in imports:
