@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from edgefld.errors import EdgeflError
 from edgefld.records import (
     BoardRecord,
     BoardStatus,
@@ -48,6 +49,12 @@ class Reading:
     """What the state files said, and a line for each one that could not be read."""
 
     problems: list[str] = field(default_factory=list)
+
+    def nothing_read(self) -> None:
+        """Nothing could be read: a file that exists but cannot be read (no permission, say) is the
+        answer, not "no state here"."""
+        if self.problems:
+            raise EdgeflError(self.problems[0])
 
     def load(self, path: Path, parse: Callable[[object], T], what: str) -> T | None:
         try:
@@ -113,7 +120,8 @@ def server_status(state_dir: Path, now: float | None = None) -> dict[str, object
     state = reading.load(state_dir / SERVER_STATE_FILE, ServerState.from_json, "server state")
     fleet = reading.load(state_dir / FLEET_FILE, FleetRecord.from_json, "board registry")
     rounds = reading.rounds(state_dir / METRICS_FILE)
-    if state is None and fleet is None and not rounds and not reading.problems:
+    if state is None and fleet is None and not rounds:
+        reading.nothing_read()
         return None
     last = rounds[-1] if rounds else None
     accuracies = [r.evaluation.eval_accuracy for r in rounds if r.evaluation is not None]
@@ -167,7 +175,8 @@ def client_status(state_dir: Path, now: float | None = None) -> dict[str, object
     reading = Reading()
     state = reading.load(state_dir / CLIENT_STATE_FILE, ClientState.from_json, "client state")
     last = reading.load(state_dir / LAST_ROUND_FILE, BoardStatus.from_json, "last round")
-    if state is None and last is None and not reading.problems:
+    if state is None and last is None:
+        reading.nothing_read()
         return None
     running = state is not None and daemon_running(state.pid)
     last_round: dict[str, object] | None = None

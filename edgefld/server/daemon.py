@@ -180,8 +180,9 @@ class ServerDaemon:
                      self.security.describe())
             driver = RunDriver(control, self.progress, self.completed_rounds, self.server.rounds, self.stopping,
                                on_poll=self._on_poll, on_stop=self._end_serverapps)
-            self._set_state("training", f"run submitted; a round starts once {self.server.min_clients} boards "
-                            "are connected" if done == 0 else f"resumed after round {done}")
+            # Said once, true for as long as the state lasts (the rounds themselves are in metrics.jsonl).
+            self._set_state("training", f"rounds {done + 1}..{self.server.rounds}, each with at least "
+                            f"{self.server.min_clients} boards" + (f" (resumed after round {done})" if done else ""))
             if driver.drive(build_fab(), run_config):
                 final = self.progress.summary()
                 log.info("run complete: %s", final)

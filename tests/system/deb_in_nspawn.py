@@ -478,6 +478,37 @@ class SystemTest:
         shm = self.sh("find /dev/shm /dev/mqueue -mindepth 1 2>/dev/null | head", check=False).strip()
         check(shm == "", "no POSIX shared memory or message queues in use (RemoveIPC=yes is safe for the shared user)")
 
+    def fleet_status(self) -> None:
+        """`edgefl status` of the installed package reads state only: as root, and as an operator in the
+        edgefl group (the units' state directories are 0750 edgefl:edgefl, their files 0640), while the
+        daemons run; someone outside the group gets one line saying so."""
+        self.sh("id fleetop >/dev/null 2>&1 || useradd --create-home --groups edgefl fleetop")
+        for who, run_as in (("root", ""), ("fleetop (group edgefl)", "runuser -u fleetop -- ")):
+            text = self.sh(f"{run_as}edgefl status", check=False)
+            for line in text.splitlines()[:6]:
+                log(f"  {who} | {line[:200]}")
+            raw = self.sh(f"{run_as}edgefl status --json", check=False)
+            try:
+                server = json.loads(raw)
+            except ValueError:
+                raise Failure(f"edgefl status --json as {who} printed no JSON: {raw[:300]!r}") from None
+            boards = {board.get("cid"): board.get("backend") for board in server.get("boards", [])}
+            running = server.get("daemon", {}).get("running")
+            check(server.get("role") == "server" and running and boards == {0: "torch", 1: "litert"},
+                  f"edgefl status --json as {who}: the server running ({running}), boards {boards}")
+            raw = self.sh(f"{run_as}edgefl status --json --role client --state-dir /var/lib/edgefl/client-1",
+                          check=False)
+            try:
+                client = json.loads(raw)
+            except ValueError:
+                raise Failure(f"edgefl status --role client as {who} printed no JSON: {raw[:300]!r}") from None
+            check(client.get("connected") is True and client.get("node_id") is not None,
+                  f"edgefl status --role client as {who}: connected as node {client.get('node_id')}")
+        result = self.c.run("runuser -u nobody -- edgefl status", check=False)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        check(result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr,
+              f"outside the edgefl group: exit {result.returncode}, one line: {lines[0][:160] if lines else ''!r}")
+
     def kill_client(self) -> None:
         unit = CLIENTS[0]
         pid, before = self.main_pid(unit), self.n_restarts(unit)
@@ -838,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             ("sandbox", "PyTorch under the units' sandboxes", test.sandbox),
             ("bad-config", "bad config: exit 78, no restart", test.bad_config),
             ("federation", "federation under systemd", test.federation),
+            ("status", "edgefl status as root and as a member of the edgefl group", test.fleet_status),
             ("kill", "kill -9 a client", test.kill_client),
             ("server", "server stopped mid-run and started", test.server_restart),
             ("watchdog", "watchdog", test.watchdog),
