@@ -81,8 +81,8 @@ def main() -> int:
     print(f"\n{'boards':>6} {'exit':>4} {'wall s':>7} {'peak RSS MiB':>12}  round: s, ok/failed, accuracy")
     for n, code, wall, peak, records in rows:
         per_round = "; ".join(
-            f"{r['round']}: {r['training']['wall_seconds'] or 0:.1f} s, {r['training']['clients_ok']}/"
-            f"{r['training']['clients_failed']}, {r['evaluation']['eval_accuracy']:.3f}" for r in records)
+            f"{r['round']}: {r.get('wall_seconds') or 0:.1f} s, {r['clients_ok']}/{r['clients_failed']}, "
+            f"{r.get('eval_accuracy') or 0:.3f}" for r in records)
         print(f"{n:>6} {code:>4} {wall:>7.1f} {peak:>12.0f}  {per_round}")
     return 0 if all(code == 0 for _, code, *_ in rows) else 1
 
