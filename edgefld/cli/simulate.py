@@ -31,4 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = simulate(config)
     print(describe(result))
-    return 0 if result.rounds_done >= config.server.rounds else 1
+    # A run in which no board trained did not simulate the fleet: `edgefl status` says why they failed.
+    trained = bool(result.boards_ok) and all(result.boards_ok)
+    return 0 if result.rounds_done >= config.server.rounds and trained else 1

@@ -35,6 +35,8 @@ class SimulationResult:
     rounds_done: int
     wall_seconds: float
     accuracies: tuple[float | None, ...]  # centralised evaluation after each round
+    boards_ok: tuple[int, ...]  # boards whose update each round aggregated
+    boards_failed: tuple[int, ...]  # boards that refused or failed in each round (edgefl status names why)
     peak_rss_mib: float  # this process (the ServerApp, the engine's driver) and its waited-for children
 
 
@@ -110,6 +112,8 @@ def simulate(config: Config) -> SimulationResult:
     return SimulationResult(
         boards=boards, rounds_done=done, wall_seconds=wall,
         accuracies=tuple(r.evaluation.eval_accuracy if r.evaluation else None for r in records),
+        boards_ok=tuple(r.training.clients_ok if r.training else 0 for r in records),
+        boards_failed=tuple(r.training.clients_failed if r.training else 0 for r in records),
         peak_rss_mib=max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
 
@@ -133,6 +137,8 @@ def _shutdown_ray() -> None:
 def describe(result: SimulationResult) -> str:
     lines = [f"edgefl simulate: {result.boards} virtual boards, {result.rounds_done} rounds, "
              f"wall time {result.wall_seconds:.1f} s, peak RSS {result.peak_rss_mib:.0f} MiB (this process)"]
-    for index, accuracy in enumerate(result.accuracies, 1):
-        lines.append(f"  round {index}: eval accuracy {'n/a' if accuracy is None else f'{accuracy:.4f}'}")
+    for index, (accuracy, ok, failed) in enumerate(zip(result.accuracies, result.boards_ok, result.boards_failed,
+                                                       strict=True), 1):
+        lines.append(f"  round {index}: {ok} boards ok, {failed} failed, "
+                     f"eval accuracy {'n/a' if accuracy is None else f'{accuracy:.4f}'}")
     return "\n".join(lines)
