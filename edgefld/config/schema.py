@@ -35,7 +35,9 @@ def _describe(value: Any) -> str:
 
 
 def shorten(text: str, limit: int = 40) -> str:
-    """A value as a message quotes it: a runaway string (a 900 KB line, 5000 digits) is cut, not echoed."""
+    """A value as a message quotes it: a runaway string (a 900 KB line, 5000 digits) is cut, not echoed, and a
+    control character (a newline in a flag's value) is shown escaped, so the message stays one line."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

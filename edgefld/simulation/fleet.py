@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgefld.config.schema import shorten
 from edgefld.hardware.boards import BoardDescription, known_names, lookup
 
 MAX_VIRTUAL_BOARDS = 100_000  # [server] num_partitions' bound: one data partition per board
@@ -36,13 +37,13 @@ def parse_fleet(spec: str) -> tuple[FleetEntry, ...]:
     for part in spec.split(","):
         match = _ENTRY.match(part.strip())
         if match is None:
-            raise FleetError(f'"{part.strip()}" is not BOARD:COUNT (e.g. "rpi-4-4gb:20")')
+            raise FleetError(f'"{shorten(part.strip())}" is not BOARD:COUNT (e.g. "rpi-4-4gb:20")')
         name, count = match.group(1), int(match.group(2))
         description = lookup(name)
         if description is None:
             raise FleetError(f'unknown board "{name}"; known boards: {", ".join(known_names())}')
         if count < 1:
-            raise FleetError(f'"{part.strip()}": a count of at least 1')
+            raise FleetError(f'"{shorten(part.strip())}": a count of at least 1')
         entries.append(FleetEntry(name, description, count))
     total = sum(entry.count for entry in entries)
     if total > MAX_VIRTUAL_BOARDS:
