@@ -34,6 +34,7 @@ any of them fails there first.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 import time
@@ -645,3 +646,55 @@ def refuse_superlink_runs(submitted: Callable[[bytes | None], str | None],
 
     _patch(control_handlers, "start_run", checked_start_run)
     _patch(runtime_handlers, "pull_task_input", checked_pull_task_input)
+
+
+def run_simulation(server_app: Any, client_app: Any, node_configs: list[dict[str, Any]], run_config: dict[str, Any],
+                   app_dir: str, backend_config: dict[str, Any]) -> None:
+    """Run ``server_app`` with one virtual SuperNode per entry of ``node_configs`` on Flower's simulation
+    engine (Ray), as `flwr run` does with a simulation federation: the apps' run config is the one of
+    the app in ``app_dir`` (its pyproject.toml: the thin FAB's) fused with ``run_config``.
+
+    Flower gives every virtual SuperNode the same two keys (partition-id, num-partitions) as its node
+    config (vce_api._register_node_info_stores); edgefl's ClientApp reads its board from the node
+    config, so here node i gets ``node_configs[i]`` instead, for the duration of the run."""
+    from flwr.app import Context, RecordDict
+    from flwr.common.constant import NUM_PARTITIONS_KEY, PARTITION_ID_KEY, SUPERLINK_NODE_ID
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    # The module, which the package's function of the same name hides.
+    flower_simulation = importlib.import_module("flwr.simulation.run_simulation")
+    register = _original(vce_api, "_register_node_info_stores")
+
+    def register_with_node_configs(nodes_mapping: dict[int, int], run: Any, app_dir: str | None = None) -> Any:
+        stores = register(nodes_mapping, run, app_dir)
+        for node_id, partition_id in nodes_mapping.items():
+            store = stores[node_id]
+            node_config = {**node_configs[partition_id], PARTITION_ID_KEY: partition_id,
+                           NUM_PARTITIONS_KEY: len(node_configs)}
+            store.node_config = node_config
+            for info in store.run_infos.values():  # the contexts registered above hold the old one
+                info.context.node_config = dict(node_config)
+        return stores
+
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(flower_simulation.RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(flower_simulation.TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    run.override_config = dict(run_config)
+    # What Flower's run_simulation sets for a run it creates itself (its grid reads it).
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config))
+    _patch(vce_api, "_register_node_info_stores", register_with_node_configs)
+    try:
+        flower_simulation._run_simulation(
+            num_supernodes=len(node_configs), exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app, server_app=server_app, backend_name="ray", backend_config=backend_config,
+            server_app_context=context, app_dir=app_dir, run=run, is_app=True)
+    finally:
+        _patch(vce_api, "_register_node_info_stores", register)

@@ -632,3 +632,24 @@ def test_a_run_the_superlink_refuses_is_a_403_with_the_reason_and_the_handler_is
         assert control_handlers.start_run(ours, None, None, None) == "started" and seen == [ours]
     finally:
         control_handlers.start_run, runtime_handlers.pull_task_input = originals
+
+
+def test_the_simulation_engine_code_edgefl_relies_on_is_unchanged():
+    """flower_compat.run_simulation: each virtual SuperNode's node config is set where Flower makes it."""
+    pytest.importorskip("ray", reason="Flower's simulation engine needs edgefl[simulation]")
+    import importlib
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    flower_simulation = importlib.import_module("flwr.simulation.run_simulation")
+    pinned = [
+        (vce_api._register_node_info_stores, "09f302a270d22f1e",
+         "(nodes_mapping, run, app_dir) -> {node_id: DeprecatedRunInfoStore}, whose node_config and registered "
+         "contexts' node_config edgefl replaces, node i getting partition i's"),
+        (vce_api.start_vce, "2d5e267f893950a7", "it calls the module's _register_node_info_stores by name"),
+        (flower_simulation._run_simulation, "da43f120d1afc492",
+         "with is_app, app_dir's pyproject.toml fused with run.override_config is every ClientApp's run config, "
+         "and server_app_context is the ServerApp's context"),
+    ]
+    for function, digest, relied_on in pinned:
+        assert _digest(function) == digest, f"{function.__qualname__} changed; edgefld relies on: {relied_on}"

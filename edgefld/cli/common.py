@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Collection
 from typing import Any
 
 from edgefld.config import Config, load_config, resolve_config_path
@@ -20,12 +21,14 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_override_flags(parser: argparse.ArgumentParser, *tables: str) -> None:
-    """One flag per schema key that declares one, so flags and file can never drift apart."""
+def add_override_flags(parser: argparse.ArgumentParser, *tables: str, only: Collection[str] = ()) -> None:
+    """One flag per schema key that declares one, so flags and file can never drift apart.
+    ``only``: just these keys' flags ("table.name"), for a command that reads a few keys of a table."""
     for table in tables:
         group = parser.add_argument_group(f"overrides of [{table}] in the config file")
         for key in KEYS_BY_TABLE[table].values():
-            if key.flag:
+            if key.flag and (not only or f"{table}.{key.name}" in only or not any(
+                    o.startswith(f"{table}.") for o in only)):
                 group.add_argument(
                     key.flag,
                     dest=f"override__{table}__{key.name}",

@@ -13,11 +13,24 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from edgefld import __version__
-from edgefld.cli import check_config, client, data, demo, detect, exit_codes, model, pki, report, server, status
+from edgefld.cli import (
+    check_config,
+    client,
+    data,
+    demo,
+    detect,
+    exit_codes,
+    model,
+    pki,
+    report,
+    server,
+    simulate,
+    status,
+)
 from edgefld.errors import EdgeflError
 from edgefld.exit_codes import ExitCode
 
-SUBCOMMANDS = (detect, check_config, client, server, status, report, data, model, demo, pki, exit_codes)
+SUBCOMMANDS = (detect, check_config, client, server, simulate, status, report, data, model, demo, pki, exit_codes)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -55,6 +55,7 @@ class Config:
     source: str  # the file it came from, or "<defaults>"
     client: Section
     server: Section
+    simulate: Section
     log: Section
     present: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # keys set in the file or by a flag
     origins: Mapping[tuple[str, str], str] = field(default_factory=dict)  # "file:line" or "--flag"

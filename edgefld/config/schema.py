@@ -35,7 +35,9 @@ def _describe(value: Any) -> str:
 
 
 def shorten(text: str, limit: int = 40) -> str:
-    """A value as a message quotes it: a runaway string (a 900 KB line, 5000 digits) is cut, not echoed."""
+    """A value as a message quotes it: a runaway string (a 900 KB line, 5000 digits) is cut, not echoed, and a
+    control character (a newline in a flag's value) is shown escaped, so the message stays one line."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -356,6 +358,27 @@ KEYS: tuple[Key, ...] = (
             "node_exporter's textfile collector: put it in that collector's directory. Not set: none written.",
         extra_check=lambda path: None if path.endswith(".prom") else
         f'must end in ".prom" (node_exporter\'s textfile collector reads only those), got "{shorten(path)}"'),
+    # --- [simulate]: the fleet before it exists (`edgefl simulate`) -------------------------------
+    Key("simulate", "fleet", "str", "rpi-zero-2w:20,rpi-4-4gb:20,jetson-orin-nano:10", flag="--fleet",
+        doc="The virtual fleet, \"BOARD:COUNT,...\": each virtual board gets the profile `edgefl detect` gives "
+            "that board (edgefld/hardware/boards.json: the boards edgefl knows, by the names `edgefl simulate "
+            "--help` lists). The run takes [server] task, rounds, local_epochs, batch_size and sample_fraction.",
+        extra_check=lambda spec: _fleet_problem(spec)),
+    Key("simulate", "backend", "choice", "litert", choices=BACKENDS, flag="--backend",
+        doc="The backend every virtual board trains with on this host (as [client] backend would set it "
+            "on the board); the board's profile still sets its batch size cap, samples per round and tasks."),
+    Key("simulate", "parallel", "int", 2, minimum=1, maximum=4096, flag="--parallel",
+        doc="Virtual boards that train at once on this host (Flower's Ray actors, one CPU each); the rest "
+            "wait their turn, so a fleet of any size fits in this host's memory. With ray_address, the "
+            "cluster's CPUs set it."),
+    Key("simulate", "ray_address", "str", None, example="127.0.0.1:6379", flag="--ray-address",
+        doc="An existing Ray cluster to run on (`ray start --head` prints its address). Not set: a Ray "
+            "instance of this run's own on this host, stopped at its end."),
+    Key("simulate", "data_dir", "path", "/var/lib/edgefl/data", flag="--data-dir",
+        doc="Datasets for every virtual board and the centralised evaluation (`edgefl data`)."),
+    Key("simulate", "state_dir", "path", "/var/lib/edgefl/simulation", flag="--state-dir",
+        doc="Where the simulated run keeps what a server's state directory holds (metrics.jsonl, checkpoints, "
+            "the board registry: `edgefl status` and `edgefl report` read it) and the virtual boards' files."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),
@@ -364,10 +387,17 @@ KEYS: tuple[Key, ...] = (
 TABLES: dict[str, str] = {
     "client": "One board in the federation (used by `edgefl client`, unit edgefl-client).",
     "server": "The federation's coordinator (used by `edgefl server`, unit edgefl-server).",
+    "simulate": "A virtual fleet on Flower's simulation engine (used by `edgefl simulate`).",
     "log": "Logging, for both roles.",
 }
 
 KEYS_BY_TABLE: dict[str, dict[str, Key]] = {t: {k.name: k for k in KEYS if k.table == t} for t in TABLES}
+
+
+def _fleet_problem(spec: str) -> str | None:
+    from edgefld.simulation.fleet import fleet_problem  # the board descriptions: read on first use
+
+    return fleet_problem(spec)
 
 
 def key(table: str, name: str) -> Key:

@@ -27,6 +27,7 @@ from edgefld import __version__
 from edgefld.apps import settings
 from edgefld.backends.catalog import first_installed
 from edgefld.config import Config
+from edgefld.config.loader import Section
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
@@ -62,6 +63,18 @@ def eval_backend_for_server() -> str:
                              "initial model; install edgefl[torch]")
 
 
+def server_run_config(s: Section, state_dir: Path) -> dict[str, Any]:
+    """The run config of the ServerApp and ClientApps from [server] (edgefld.apps.settings)."""
+    return {
+        **settings.RUN_CONFIG_DEFAULTS,
+        "task": s.task, "num-rounds": s.rounds, "num-partitions": s.num_partitions,
+        "local-epochs": s.local_epochs, "batch-size": s.batch_size, "sample-fraction": s.sample_fraction,
+        "min-clients": s.min_clients, "round-timeout": s.round_timeout,
+        "transport-dtype": s.transport_dtype,
+        "state-dir": str(state_dir), "data-dir": s.data_dir, "server-version": __version__,
+    }
+
+
 class ServerDaemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -94,15 +107,7 @@ class ServerDaemon:
                 log.warning("%s; using the one before", problem)
 
     def run_config(self) -> dict[str, Any]:
-        s = self.server
-        return {
-            **settings.RUN_CONFIG_DEFAULTS,
-            "task": s.task, "num-rounds": s.rounds, "num-partitions": s.num_partitions,
-            "local-epochs": s.local_epochs, "batch-size": s.batch_size, "sample-fraction": s.sample_fraction,
-            "min-clients": s.min_clients, "round-timeout": s.round_timeout,
-            "transport-dtype": s.transport_dtype,
-            "state-dir": str(self.state_dir), "data-dir": s.data_dir, "server-version": __version__,
-        }
+        return server_run_config(self.server, self.state_dir)
 
     # --- what `edgefl status` and Prometheus read -------------------------------------------------
     def _set_state(self, state: str, detail: str = "") -> None:
