@@ -4,7 +4,7 @@
 PYTHON ?= python3
 comma := ,
 VENV ?= .venv
-EXTRAS ?= dev,torch,tensorflow,litert,report,export
+EXTRAS ?= dev,torch,tensorflow,litert,report,export,simulation
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgefl-$(subst $(comma),-,$(EXTRAS))
 
