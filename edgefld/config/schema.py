@@ -407,6 +407,18 @@ KEYS: tuple[Key, ...] = (
         doc="fedtrimmedavg: fraction of the values cut at each end, per coordinate (0 <= beta < 0.5)."),
     Key("server.strategy", "num_malicious_nodes", "int", 0, minimum=0, maximum=100_000,
         doc="krum: boards assumed byzantine; Krum needs at least 2 * this + 3 boards in a round."),
+    # --- [server.dp]: differential privacy of the boards' updates (Flower's DP wrappers and mod) --
+    Key("server.dp", "mode", "choice", "off", choices=("off", "central", "local"), flag="--dp",
+        doc="Differential privacy with fixed clipping and Gaussian noise, Flower's implementation. \"central\": "
+            "the server clips each board's update (its change to the global model) to clipping_norm, then "
+            "adds noise to the aggregate (it sees the unclipped updates). \"local\": each board clips its own "
+            "update before sending it (Flower's client-side clipping mod); the server adds the noise. Noise "
+            "standard deviation: noise_multiplier * clipping_norm / min_clients. No privacy budget (epsilon) "
+            "is computed: see README \"Differential privacy\" for what this does and does not guarantee."),
+    Key("server.dp", "clipping_norm", "float", 1.0, minimum=0.0, minimum_exclusive=True, maximum=1e6,
+        doc="Largest L2 norm of one board's update (all weights together) that reaches the aggregate."),
+    Key("server.dp", "noise_multiplier", "float", 1.0, minimum=0.0, maximum=1e3,
+        doc="Gaussian noise added to the aggregate, in units of clipping_norm / min_clients (0: clipping only)."),
     # --- [log] ------------------------------------------------------------------------------
     Key("log", "level", "choice", "info", choices=LOG_LEVELS, flag="--log-level",
         doc="Log verbosity (logs go to stderr, which systemd sends to the journal)."),
@@ -416,6 +428,7 @@ TABLES: dict[str, str] = {
     "client": "One board in the federation (used by `edgefl client`, unit edgefl-client).",
     "server": "The federation's coordinator (used by `edgefl server`, unit edgefl-server).",
     "server.strategy": "The server's aggregation strategy and its hyperparameters (Flower's strategies).",
+    "server.dp": "Differential privacy of the boards' updates (Flower's fixed-clipping DP).",
     "log": "Logging, for both roles.",
 }
 

@@ -102,6 +102,11 @@ class ServerDaemon:
             "min-clients": s.min_clients, "round-timeout": s.round_timeout,
             "transport-dtype": s.transport_dtype,
             "state-dir": str(self.state_dir), "data-dir": s.data_dir, "server-version": __version__,
+            "partitioning": s.partitioning, "dirichlet-alpha": s.dirichlet_alpha,
+            "strategy": self.config.strategy.name,
+            **{name.replace("_", "-"): value for name, value in self.config.strategy.values.items() if name != "name"},
+            "dp-mode": self.config.dp.mode, "dp-clipping-norm": self.config.dp.clipping_norm,
+            "dp-noise-multiplier": self.config.dp.noise_multiplier,
         }
 
     # --- what `edgefl status` and Prometheus read -------------------------------------------------
