@@ -41,7 +41,7 @@ from flwr.serverapp.strategy import (
 )
 
 from edgefld.apps import settings
-from edgefld.apps.weights import to_compute_dtype
+from edgefld.apps.weights import to_compute_dtype, to_global_model
 from edgefld.flower_compat import load_server_optimizer_state, server_optimizer_state
 from edgefld.records import (
     BoardIdentity,
@@ -291,7 +291,7 @@ class ResumableStrategy(FedAvg):
         else:
             arrays, metrics = super().aggregate_train(true_round, ordered)
         stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-        return arrays, metrics
+        return (None if arrays is None else to_global_model(arrays)), metrics
 
     def _refuse(self, stats: RoundStats, node: int, code: int, reason: str) -> None:
         """A reply that is not aggregated: logged and recorded, named."""

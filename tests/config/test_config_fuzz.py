@@ -198,7 +198,13 @@ def documents(draw):
             continue
         if draw(rare(30)):  # the table written as a value
             top.append(f"{table} = {toml_value(draw(any_value.filter(lambda v: not isinstance(v, dict))))}")
-            culprits.add(table)
+            # A subtable written as a value is a key of its parent table: "[server] strategy".
+            parent, dot, child = table.rpartition(".")
+            culprits.add(f"[{parent}] {child}" if dot else table)
+            if dot:  # `server.strategy = 0` defines [server]: a [server] header after it is a TOML error
+                culprits.add(f"[{parent}]")
+            # And a header of one of its subtables ([server.strategy] after `server = 0`) is then a TOML error.
+            culprits.update(f"[{sub}]" for sub in TABLES if sub.startswith(f"{table}."))
             continue
         lines.append(f"[{table}]")
         keys = KEYS_BY_TABLE[table]

@@ -1,4 +1,5 @@
-"""[server.dp]: Flower's fixed-clipping DP wrappers around the strategy, and the boards' clipping mod.
+"""[server.dp] (Flower's fixed-clipping DP wrappers around the strategy, and the boards' clipping mod), and one
+round of every strategy through the same path.
 
 Real Flower messages through the strategy's configure_train and aggregate_train (the nodes a round samples
 come from a stand-in for the grid: sampling needs nothing else of it), and Flower's own fixedclipping_mod
@@ -135,3 +136,16 @@ def test_a_board_clips_its_update_where_the_server_asks_and_only_there():
     untouched = clip_when_asked(_train_message({}), context, handler)
     assert np.linalg.norm(weights_from(untouched.content.array_records["arrays"], [(SIZE,)])[0]) == pytest.approx(
         np.linalg.norm(update), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
+                                  "fedtrimmedavg", "krum"])
+def test_every_strategy_gives_a_float32_global_model(name):
+    """FedAdam's and FedYogi's bias correction is a numpy float64 scalar: their aggregate comes out float64,
+    which the model's record refuses; the strategy hands on float32 whatever Flower computed in."""
+    run = {**settings.RUN_CONFIG_DEFAULTS, "strategy": name, "min-clients": 3}
+    strategy = make_strategy(run, round_offset=0, server_version=settings.RUN_CONFIG_DEFAULTS["server-version"],
+                             min_train_nodes=3, min_available_nodes=3, fraction_evaluate=0.0)
+    start = np.zeros(8, np.float32)
+    new = _round(strategy, start, [np.full(8, value, np.float32) for value in (0.1, 0.2, 0.3)])
+    assert new.dtype == np.float32 and np.all(new != 0)
