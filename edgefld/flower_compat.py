@@ -698,3 +698,60 @@ def run_simulation(server_app: Any, client_app: Any, node_configs: list[dict[str
             server_app_context=context, app_dir=app_dir, run=run, is_app=True)
     finally:
         _patch(vce_api, "_register_node_info_stores", register)
+
+
+# --- the server optimiser's state ------------------------------------------------------------------
+# Flower's strategies keep it in attributes and offer no API to read or restore it: FedOpt's
+# (FedAdam, FedYogi, FedAdagrad) first and second moments m_t and v_t, dicts of arrays by the model's
+# array names, and FedAvgM's momentum_vector, a list of arrays in the model's order. Each stored
+# array's name says where it goes back: "m_t/<array name>", "v_t/<array name>", "momentum_vector/<index>".
+# FedOpt's current_arrays and FedAvgM's are the global model, set again from the model a run starts
+# with (configure_train), so they are not part of the state.
+_MOMENT_ATTRIBUTES = ("m_t", "v_t")
+_MOMENTUM_ATTRIBUTE = "momentum_vector"
+
+
+def server_optimizer_state(strategy: object) -> dict[str, Any]:
+    """The optimiser state of a Flower strategy by name (numpy arrays); {} for a stateless one."""
+    from flwr.serverapp.strategy import FedAvgM
+    from flwr.serverapp.strategy.fedopt import FedOpt
+
+    state: dict[str, Any] = {}
+    if isinstance(strategy, FedOpt):
+        for attribute in _MOMENT_ATTRIBUTES:
+            for name, array in (getattr(strategy, attribute) or {}).items():
+                state[f"{attribute}/{name}"] = array
+    if isinstance(strategy, FedAvgM):
+        for index, array in enumerate(getattr(strategy, _MOMENTUM_ATTRIBUTE) or []):
+            state[f"{_MOMENTUM_ATTRIBUTE}/{index}"] = array
+    return state
+
+
+def load_server_optimizer_state(strategy: object, state: dict[str, Any]) -> None:
+    """Put back what server_optimizer_state read; ValueError for a name this strategy does not keep."""
+    from flwr.serverapp.strategy import FedAvgM
+    from flwr.serverapp.strategy.fedopt import FedOpt
+
+    moments: dict[str, dict[str, Any]] = {attribute: {} for attribute in _MOMENT_ATTRIBUTES}
+    momentum: dict[int, Any] = {}
+    for stored, array in state.items():
+        attribute, _, name = stored.partition("/")
+        if attribute in moments and isinstance(strategy, FedOpt):
+            moments[attribute][name] = array
+        elif attribute == _MOMENTUM_ATTRIBUTE and isinstance(strategy, FedAvgM) and name.isdigit():
+            momentum[int(name)] = array
+        else:
+            raise ValueError(f"optimiser state {stored!r} does not belong to {type(strategy).__name__}")
+    for attribute, arrays in moments.items():
+        if arrays:
+            setattr(strategy, attribute, arrays)
+    if momentum:
+        if sorted(momentum) != list(range(len(momentum))):
+            raise ValueError(f"optimiser state momentum_vector has gaps: {sorted(momentum)}")
+        setattr(strategy, _MOMENTUM_ATTRIBUTE, [momentum[index] for index in range(len(momentum))])
+
+
+# The train config key under which Flower's DifferentialPrivacyClientSideFixedClipping sends the clipping
+# norm and its fixedclipping_mod reads it (flwr.supercore.differential_privacy.KEY_CLIPPING_NORM): the
+# ClientApp applies the mod only to a message that carries it ([server.dp] mode = "local").
+DP_CLIPPING_NORM_KEY = "clipping_norm"

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +80,24 @@ class Checkpoint:
     weights: list[np.ndarray]
     meta: dict[str, Any]  # task, run identity, the round's metrics record, ...
     path: Path
+    # The server optimiser's state after this round by name (FedAdam's moments, FedAvgM's momentum):
+    # in the same file as the model, so a restart never pairs a model with another round's state.
+    state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: list[np.ndarray],
-                    meta: dict[str, Any]) -> Path:
+                    meta: dict[str, Any], state: dict[str, np.ndarray] | None = None) -> Path:
     directory = Path(directory)
+    state = state or {}
+    names = sorted(state)
+    state_arrays = [np.asarray(state[name]) for name in names]
     full_meta = dict(meta, format=CHECKPOINT_FORMAT, round=round_, sha256=weights_digest(weights),
                      count=len(weights))
+    if names:
+        full_meta.update(state_names=names, state_sha256=weights_digest(state_arrays))
     buffer = io.BytesIO()
     arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
+    arrays.update({f"s{i:04d}": array for i, array in enumerate(state_arrays)})
     np.savez(buffer, allow_pickle=False, meta=np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8), **arrays)
     path = directory / f"round-{round_:06d}.npz"
     atomic_write_bytes(path, buffer.getvalue())
@@ -124,6 +133,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(bytes(archive["meta"]).decode())
             weights = [archive[f"w{i:04d}"] for i in range(int(meta["count"]))]
+            names = meta.get("state_names", [])
+            state_arrays = [archive[f"s{i:04d}"] for i in range(len(names))]
     except Exception as exc:  # noqa: BLE001 - zipfile and numpy raise a zoo of types on a torn file
         raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
@@ -133,7 +144,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"no valid round number in its metadata ({meta.get('round')!r})")
     if weights_digest(weights) != meta.get("sha256"):
         raise ValueError("checksum mismatch: the weights are corrupt")
-    return Checkpoint(meta["round"], weights, meta, path)
+    if names and weights_digest(state_arrays) != meta.get("state_sha256"):
+        raise ValueError("checksum mismatch: the server optimiser's state is corrupt")
+    return Checkpoint(meta["round"], weights, meta, path, dict(zip(names, state_arrays, strict=True)))
 
 
 def load_latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Checkpoint | None, list[str]]:

@@ -53,8 +53,13 @@ class CheckpointError(EdgeflError):
 
 def run_identity(run: Mapping[str, object]) -> dict[str, object]:
     """What must match for a checkpoint to continue this run (from the run config's keys)."""
-    return {"task": str(run["task"]), "num-partitions": _int(run["num-partitions"]),
-            "partition-seed": _int(run["partition-seed"])}
+    identity: dict[str, object] = {"task": str(run["task"]), "num-partitions": _int(run["num-partitions"]),
+                                   "partition-seed": _int(run["partition-seed"])}
+    # Another split is another run. Named only when not the IID default, so that the state of runs
+    # from before partitioning was a setting still continues.
+    if str(run.get("partitioning", "iid")) != "iid":
+        identity.update(partitioning=str(run["partitioning"]), alpha=float(str(run["dirichlet-alpha"])))
+    return identity
 
 
 def _int(value: object) -> int:
@@ -71,6 +76,7 @@ class ResumePoint:
     weights: list[np.ndarray] | None  # the global model after it; None: no checkpoint, a new model
     problems: list[str] = field(default_factory=list)  # checkpoints passed over: "<what>; using the one before"
     repair: str | None = None  # what reconciling metrics.jsonl changed, if anything
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)  # the server optimiser's, that round
 
 
 class RunState:
@@ -107,12 +113,16 @@ class RunState:
         last_round = 0 if checkpoint is None else checkpoint.round
         restored = checkpoint.meta.get("record") if checkpoint is not None else None
         repair = reconcile_metrics(self.metrics, last_round, restored if isinstance(restored, dict) else None)
-        return ResumePoint(last_round, None if checkpoint is None else checkpoint.weights, problems, repair)
+        return ResumePoint(last_round, None if checkpoint is None else checkpoint.weights, problems, repair,
+                           {} if checkpoint is None else checkpoint.state)
 
-    def save_round(self, round_: int, weights: Sequence[np.ndarray], record: RoundRecord | None) -> None:
-        """Checkpoint the global model after ``round_``, then append its record (None: the initial model)."""
+    def save_round(self, round_: int, weights: Sequence[np.ndarray], record: RoundRecord | None,
+                   optimizer_state: dict[str, np.ndarray] | None = None) -> None:
+        """Checkpoint the global model after ``round_`` (with the server optimiser's state), then append its
+        record (None: the initial model)."""
         stored = record.to_json() if record is not None else None
-        save_checkpoint(self.checkpoints, round_, list(weights), {"identity": self.identity, "record": stored})
+        save_checkpoint(self.checkpoints, round_, list(weights), {"identity": self.identity, "record": stored},
+                        optimizer_state)
         if stored is not None:
             append_jsonl(self.metrics, stored)
 

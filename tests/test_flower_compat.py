@@ -16,7 +16,8 @@ import time
 import flwr
 import pytest
 from flwr.app import Message, Metadata, RecordDict
-from flwr.serverapp.strategy import strategy_utils
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, strategy_utils
+from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.supercore.error import FlowerError
 from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.exit import exit_handler, signal_handler
@@ -109,6 +110,21 @@ PINNED = [
      "an object the SuperLink has not received yet raises ObjectUnavailableError (retried by pull_objects)"),
     (runtime_handlers.pull_messages, "8c998d6d197c09e4",
      "the SuperLink hands a reply out once (deletes it when pulled), whether or not its objects all arrived"),
+    # The server optimiser's state (server_optimizer_state, load_server_optimizer_state).
+    (FedOpt.__init__, "f78e60e40406bb97", "FedOpt keeps its moments in m_t and v_t (None until the first round)"),
+    (FedOpt.configure_train, "8e5b11b6ce85524c",
+     "current_arrays is set again from the model every round: it is not state to checkpoint"),
+    (FedOpt._compute_deltat_and_mt, "a03c0e5a01cb3066",
+     "m_t is a dict of arrays by the model's array names, zeros when empty, and carried from round to round"),
+    (FedAdam.aggregate_train, "8755033891800f9d",
+     "v_t likewise; the bias correction counts the server_round it is given (ResumableStrategy's true round)"),
+    (FedYogi.aggregate_train, "aef6af1030f0f07c", "its state is m_t and v_t alone"),
+    (FedAdagrad.aggregate_train, "cc01682011d7c07a", "its state is m_t and v_t alone"),
+    (FedAvgM.__init__, "67668f6302d819a8", "FedAvgM keeps its momentum in momentum_vector, a list (None at first)"),
+    (FedAvgM.configure_train, "58e3b6959aed0799",
+     "current_arrays is the model the first round starts from (a resumed run's checkpoint), set once"),
+    (FedAvgM.aggregate_train, "ebb415852dcdffc1",
+     "momentum_vector is a list of arrays in the model's order; current_arrays becomes the new global model"),
 ]
 
 
@@ -653,3 +669,16 @@ def test_the_simulation_engine_code_edgefl_relies_on_is_unchanged():
     ]
     for function, digest, relied_on in pinned:
         assert _digest(function) == digest, f"{function.__qualname__} changed; edgefld relies on: {relied_on}"
+
+
+def test_the_dp_clipping_norm_travels_under_flowers_key():
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+    assert flower_compat.DP_CLIPPING_NORM_KEY == KEY_CLIPPING_NORM
+
+
+def test_the_optimiser_state_is_where_edgefld_reads_it():
+    """The attributes exist as edgefld expects them on fresh strategies (None until the first round)."""
+    adam, momentum = FedAdam(), FedAvgM(server_momentum=0.9)
+    assert adam.m_t is None and adam.v_t is None and momentum.momentum_vector is None
+    assert flower_compat.server_optimizer_state(adam) == {} == flower_compat.server_optimizer_state(momentum)

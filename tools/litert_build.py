@@ -24,8 +24,9 @@ layout (``layout.py``: torch order and shapes, OIHW convolutions, (out, in)
 linear, NCHW flattening, BatchNorm running statistics), so getting and setting
 weights are plain copies. Signatures:
 
-- ``train(x, y, lr, momentum[, dropout])`` -> ``loss`` (lr and momentum: 1-element vectors): one SGD step
-  with momentum exactly as ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), BatchNorm in training mode
+- ``train(x, y, lr, momentum, mu[, dropout])`` -> ``loss`` (lr, momentum, mu: 1-element vectors): one SGD step
+  with momentum exactly as ``torch_backend.MomentumSGD`` (v = momentum * v + g; p -= lr * v), where g
+  includes FedProx's proximal gradient mu * (p - p_global) (mu 0: none), BatchNorm in training mode
   (batch statistics, biased variance; running statistics updated with torch's momentum and the
   unbiased variance). ``x``: normalised float32 N x H x W x C (NHWC), any N; ``y``: int32 labels.
   ``dropout`` (models with dropout only): the N x features multiplier of the dropout layer
@@ -33,8 +34,9 @@ weights are plain copies. Signatures:
   caller's seed decides the mask.
 - ``infer(x)`` -> ``logits``: evaluation mode (running statistics, no dropout).
 - ``get_weights()`` -> ``w000`` ... : the canonical arrays, in order.
-- ``set_weights(w000, ...)`` -> ``ok``: replaces every weight and zeroes the momentum buffers
-  (torch's backend starts every ``train`` call with fresh buffers).
+- ``set_weights(w000, ...)`` -> ``ok``: replaces every weight, zeroes the momentum buffers
+  (torch's backend starts every ``train`` call with fresh buffers) and keeps the trainable weights
+  as the global model FedProx's term pulls towards (every ``train`` call starts from the global model).
 """
 
 from __future__ import annotations
@@ -438,6 +440,7 @@ class TrainingModel(tf.Module):
             self._by_name[spec.name] = variable
         self.trainable = [v for v in self.weights if not v.name_.endswith(BUFFER_SUFFIXES)]
         self.velocities = [tf.Variable(tf.zeros(v.shape, tf.float32), name=f"v_{v.name_}") for v in self.trainable]
+        self.anchors = [tf.Variable(tf.zeros(v.shape, tf.float32), name=f"g_{v.name_}") for v in self.trainable]
         self._used = set()
         self.network = NETWORKS[model_name](self)
         unused = set(self._by_name) - self._used
@@ -452,7 +455,7 @@ class TrainingModel(tf.Module):
         self._used.add(name)
         return self._by_name[name]
 
-    def _step(self, x, y, lr, momentum, dropout):
+    def _step(self, x, y, lr, momentum, mu, dropout):
         ctx = _StepContext(dropout)
         logits, caches = self.network.forward(x, True, ctx)
         log_probs = tf.nn.log_softmax(logits)
@@ -462,8 +465,9 @@ class TrainingModel(tf.Module):
         dlogits = (tf.exp(log_probs) - onehot) / count
         grads = {}
         self.network.backward(dlogits, caches, grads)
-        for param, velocity in zip(self.trainable, self.velocities, strict=True):
-            new_velocity = momentum * velocity + grads[param.name_]
+        for param, velocity, anchor in zip(self.trainable, self.velocities, self.anchors, strict=True):
+            # FedProx: mu/2 * ||p - p_global||^2 adds mu * (p - p_global) to the gradient.
+            new_velocity = momentum * velocity + grads[param.name_] + mu * (param - anchor)
             velocity.assign(new_velocity)
             param.assign_sub(lr * new_velocity)
         for variable, value in ctx.updates:
@@ -482,14 +486,14 @@ class TrainingModel(tf.Module):
             return tf.TensorSpec([1], tf.float32, name=name)
 
         if self.dropout_features:
-            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"),
+            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"), hyper("mu"),
                                           tf.TensorSpec([None, self.dropout_features], tf.float32, name="dropout")])
-            def train(x, y, lr, momentum, dropout):
-                return self._step(x, y, lr[0], momentum[0], dropout)
+            def train(x, y, lr, momentum, mu, dropout):
+                return self._step(x, y, lr[0], momentum[0], mu[0], dropout)
         else:
-            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum")])
-            def train(x, y, lr, momentum):
-                return self._step(x, y, lr[0], momentum[0], None)
+            @tf.function(input_signature=[x_spec, y_spec, hyper("lr"), hyper("momentum"), hyper("mu")])
+            def train(x, y, lr, momentum, mu):
+                return self._step(x, y, lr[0], momentum[0], mu[0], None)
 
         @tf.function(input_signature=[x_spec])
         def infer(x):
@@ -507,6 +511,8 @@ class TrainingModel(tf.Module):
                 variable.assign(array)
             for velocity in self.velocities:
                 velocity.assign(tf.zeros(velocity.shape, tf.float32))
+            for anchor, param in zip(self.anchors, self.trainable, strict=True):
+                anchor.assign(param)
             return {"ok": tf.constant(1, tf.int32)}
 
         return {"train": train, "infer": infer, "get_weights": get_weights, "set_weights": set_weights}

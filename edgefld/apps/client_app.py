@@ -18,7 +18,7 @@ from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
@@ -28,7 +28,25 @@ from edgefld.apps.weights import record_from, transport_dtype_of, weights_from
 from edgefld.config.schema import default
 from edgefld.records import BoardStatus, ClientIdentity, Refused, Trained, TrainMetrics
 
-app = ClientApp()
+
+def clip_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
+    """Flower's fixedclipping_mod, for the train messages of a run with [server.dp] mode = "local".
+
+    The mod refuses a message without a clipping norm, and a ClientApp's mods are fixed when its module
+    loads; so it applies only where the server's DP wrapper put the norm in the train config."""
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    from edgefld.flower_compat import DP_CLIPPING_NORM_KEY
+
+    config = msg.content.config_records.get("config")
+    if msg.metadata.message_type == MessageType.TRAIN and config is not None and DP_CLIPPING_NORM_KEY in config:
+        reply: Message = fixedclipping_mod(msg, context, call_next)
+        return reply
+    passed: Message = call_next(msg, context)
+    return passed
+
+
+app = ClientApp(mods=[clip_when_asked])
 
 
 def _process_age() -> float | None:
@@ -121,6 +139,8 @@ class RunSettings:
     local_epochs: int
     batch_size: int
     server_version: str
+    partitioning: str
+    dirichlet_alpha: float
 
     @classmethod
     def from_context(cls, context: Context) -> RunSettings:
@@ -133,6 +153,8 @@ class RunSettings:
                 local_epochs=int(run["local-epochs"]),
                 batch_size=int(run["batch-size"]),
                 server_version=str(run["server-version"]),
+                partitioning=str(run["partitioning"]),
+                dirichlet_alpha=float(run["dirichlet-alpha"]),
             )
         except ValueError as exc:
             raise RefusedMessage(settings.ERROR_INTERNAL, f"bad run config: {exc}") from None
@@ -192,7 +214,8 @@ def _partition(node: NodeSettings, run: RunSettings, task: Any) -> Any:
     from edgefld.errors import DataError
 
     try:
-        return load_partition(task.dataset, node.data_dir, node.cid, run.num_partitions, run.partition_seed)
+        return load_partition(task.dataset, node.data_dir, node.cid, run.num_partitions, run.partition_seed,
+                              run.partitioning, run.dirichlet_alpha)
     except PartitionError as exc:
         raise RefusedMessage(settings.ERROR_PARTITION, f"client {node.cid}: {exc}") from None
     except DataError as exc:
@@ -203,6 +226,17 @@ def _server_round(msg: Message) -> int:
     config = msg.content.config_records.get("config")
     value = config.get("server-round") if config is not None else None
     return int(value) if isinstance(value, (int, float, str)) else 0
+
+
+def _proximal_mu(msg: Message) -> float:
+    """FedProx's mu, as Flower's FedProx puts it in the train message's config (0: another strategy)."""
+    config = msg.content.config_records.get("config")
+    value = config.get("proximal-mu") if config is not None else None
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < float("inf"):
+        raise RefusedMessage(settings.ERROR_INTERNAL, f"bad proximal-mu in the train message: {value!r}")
+    return float(value)
 
 
 def _write_status(node_status_file: str, phase: str, server_round: int, outcome: Trained | Refused) -> None:
@@ -259,7 +293,7 @@ def train(msg: Message, context: Context) -> Message:
         val_seconds = time.time() - validation_started_at
         result = backend.train(
             task, global_weights, images, labels,
-            epochs=run.local_epochs, batch_size=batch_size, seed=server_round,
+            epochs=run.local_epochs, batch_size=batch_size, seed=server_round, proximal_mu=_proximal_mu(msg),
         )
     except RefusedMessage as exc:
         return _refusal(msg, context, exc, "train")

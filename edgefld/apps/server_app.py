@@ -1,4 +1,5 @@
-"""The ServerApp: FedAvg over the boards, centralised evaluation, a checkpoint every round.
+"""The ServerApp: the run's strategy (Flower's FedAvg, FedProx, FedAdam, ...) over the boards,
+centralised evaluation, a checkpoint every round.
 
 With a ``state-dir`` in the run config, the global model is checkpointed after
 every round (atomically) and one JSON line per round is appended to
@@ -20,7 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
-from edgefld.apps.strategy import ResumableFedAvg
+from edgefld.apps.strategy import ResumableStrategy, make_strategy
 from edgefld.apps.weights import record_from, weights_from
 from edgefld.flower_compat import abandon_uploads_of_nodes_that_left, fast_grid_polls, patient_node_waits
 from edgefld.records import Evaluation, RoundRecord
@@ -56,7 +57,7 @@ def _main(grid: Grid, context: Context) -> None:
     state = RunState(Path(str(run["state-dir"])), run_identity(run)) if run["state-dir"] else None
     eval_backend = _load_backend(str(run["eval-backend"]))
 
-    done, weights = _resume(state)
+    done, weights, optimizer_state = _resume(state)
     if done >= total_rounds:
         log(INFO, "edgefl: all %d rounds are done already", total_rounds)
         return
@@ -66,10 +67,15 @@ def _main(grid: Grid, context: Context) -> None:
         weights = eval_backend.initial_weights(task, seed=int(run["partition-seed"]))
         if state is not None:
             state.save_round(0, weights, None)
-    log(INFO, "edgefl: task %s, rounds %d..%d of %d, weights sent as %s", task.name, done + 1, total_rounds,
-        total_rounds, run["transport-dtype"])
+    log(INFO, "edgefl: task %s, strategy %s, rounds %d..%d of %d, weights sent as %s", task.name, run["strategy"],
+        done + 1, total_rounds, total_rounds, run["transport-dtype"])
 
     strategy = _strategy(run, done)
+    if optimizer_state:
+        try:
+            strategy.load_optimizer_state(optimizer_state)
+        except ValueError as exc:  # the run was continued with another strategy: its optimiser starts afresh
+            log(WARNING, "edgefl: %s; the %s optimiser starts afresh", exc, run["strategy"])
     if state is not None:
         strategy.boards.update(state.known_boards())
     recorder = RoundRecorder(task=task, shapes=[spec.shape for spec in task_layout(task)], done=done,
@@ -98,7 +104,7 @@ class RoundRecorder:
     """
 
     def __init__(self, *, task: Task, shapes: list[tuple[int, ...]], done: int, total_rounds: int,
-                 strategy: ResumableFedAvg, state: RunState | None, start_model: Weights,
+                 strategy: ResumableStrategy, state: RunState | None, start_model: Weights,
                  eval_backend: Backend | None, test_set: tuple[np.ndarray, np.ndarray] | None) -> None:
         from edgefld.persist import weights_digest
 
@@ -124,7 +130,8 @@ class RoundRecorder:
         evaluation = self.evaluate(weights)
         record = replace(record, evaluation=evaluation)
         if self.state is not None:
-            self.state.save_round(true_round, weights, record)  # the checkpoint, then the metrics line
+            # The checkpoint (with the optimiser's state after this round), then the metrics line.
+            self.state.save_round(true_round, weights, record, self.strategy.optimizer_state())
         self.model_digest = digest
         self.log(record)
         if evaluation is None:
@@ -151,16 +158,17 @@ class RoundRecorder:
             f"{evaluation.eval_accuracy:.4f}" if evaluation is not None else "n/a")
 
 
-def _resume(state: RunState | None) -> tuple[int, Weights | None]:
-    """(last completed round, its global model) from the state directory; (0, None) without one."""
+def _resume(state: RunState | None) -> tuple[int, Weights | None, dict[str, np.ndarray]]:
+    """(last completed round, its global model, the server optimiser's state then) from the state
+    directory; (0, None, {}) without one."""
     if state is None:
-        return 0, None
+        return 0, None, {}
     point = state.resume()
     for problem in point.problems:
         log(WARNING, "edgefl: %s; using the one before", problem)
     if point.repair:
         log(WARNING, "edgefl: %s", point.repair)
-    return point.round, point.weights
+    return point.round, point.weights, point.optimizer_state
 
 
 def _load_backend(name: str) -> Backend | None:
@@ -179,9 +187,10 @@ def _test_set(eval_backend: Backend | None, task: Task, data_dir: str) -> tuple[
     return load_test(task.dataset, data_dir)
 
 
-def _strategy(run: dict[str, Any], done: int) -> ResumableFedAvg:
+def _strategy(run: dict[str, Any], done: int) -> ResumableStrategy:
     min_clients = int(run["min-clients"])
-    return ResumableFedAvg(
+    return make_strategy(
+        run,
         round_offset=done,
         server_version=str(run["server-version"]),
         transport_dtype=str(run["transport-dtype"]),

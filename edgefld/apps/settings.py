@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from edgefld import __version__
-from edgefld.config.schema import key
+from edgefld.config.schema import KEYS_BY_TABLE, key
+
+STRATEGY_PARAMETERS = tuple(name for name in KEYS_BY_TABLE["server.strategy"] if name != "name")
 
 
 def _server_default(name: str) -> Any:
@@ -36,6 +38,17 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "data-dir": "",  # the server's datasets, for centralised evaluation
     "eval-backend": "",  # backend for centralised evaluation; "" = none
     "server-version": __version__,
+    # The training split: "iid" | "dirichlet" ([server] partitioning), with its concentration.
+    "partitioning": _server_default("partitioning"),
+    "dirichlet-alpha": _server_default("dirichlet_alpha"),
+    # [server.strategy]: the name, and every hyperparameter (each strategy reads its own; see
+    # edgefld.apps.strategy). The boards read "proximal-mu" from the train message, as Flower's FedProx sends it.
+    "strategy": key("server.strategy", "name").default,
+    **{name.replace("_", "-"): key("server.strategy", name).default for name in STRATEGY_PARAMETERS},
+    # [server.dp]
+    "dp-mode": key("server.dp", "mode").default,
+    "dp-clipping-norm": key("server.dp", "clipping_norm").default,
+    "dp-noise-multiplier": key("server.dp", "noise_multiplier").default,
 }
 
 # --node-config of each SuperNode, from the client daemon's config and profile.

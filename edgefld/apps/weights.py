@@ -52,6 +52,20 @@ def to_compute_dtype(record: ArrayRecord) -> ArrayRecord:
     return ArrayRecord({PACKED: Array(_packed(record).astype(COMPUTE_DTYPE, copy=False))})
 
 
+def to_global_model(record: ArrayRecord) -> ArrayRecord:
+    """A strategy's aggregate as the float32 global model: FedAdam's and FedYogi's arithmetic with numpy
+    float64 scalars (their bias correction) gives float64, which the model, its checkpoint and the wire do
+    not take."""
+    if list(record.keys()) != [PACKED] or record[PACKED].numpy().ndim != 1:
+        raise ValueError(f'expected one packed array "{PACKED}", got {", ".join(record.keys()) or "none"}')
+    flat = record[PACKED].numpy()
+    if flat.dtype == COMPUTE_DTYPE:
+        return record
+    if not np.issubdtype(flat.dtype, np.floating):
+        raise ValueError(f"the aggregate is {flat.dtype}, not floating point")
+    return ArrayRecord({PACKED: Array(flat.astype(COMPUTE_DTYPE))})
+
+
 def _packed(record: ArrayRecord) -> np.ndarray:
     if list(record.keys()) != [PACKED]:
         raise ValueError(f'expected one packed array "{PACKED}", got {", ".join(record.keys()) or "none"}')

@@ -53,6 +53,7 @@ class Backend(Protocol):
         epochs: int,
         batch_size: int,
         seed: int = 0,
+        proximal_mu: float = 0.0,  # FedProx: adds mu/2 * ||w - weights||^2 to the loss (its gradient, exactly)
     ) -> TrainResult: ...
 
     def evaluate(
@@ -72,6 +73,12 @@ def check_training_call(epochs: int, batch_size: int) -> None:
     """train()'s counts: at least one epoch, batches of at least one sample."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be at least 1")
+
+
+def check_proximal_mu(proximal_mu: float) -> None:
+    """FedProx's mu: a finite number >= 0 (0: no proximal term)."""
+    if not 0.0 <= proximal_mu < float("inf"):
+        raise ValueError(f"proximal_mu ({proximal_mu}) must be a finite number >= 0")
 
 
 def check_batch_size(batch_size: int) -> None:

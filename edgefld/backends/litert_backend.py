@@ -49,6 +49,7 @@ from edgefld.backends.base import (
     check_batch_size,
     check_images,
     check_labels,
+    check_proximal_mu,
     check_training_call,
     shuffle_orders,
 )
@@ -176,10 +177,12 @@ class _TrainingModel:
         # Copies: the arrays handed out must not change when the model trains again.
         return [np.array(out[weight_key(i)], dtype=np.float32, copy=True) for i in range(self.count)]
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, momentum: float,
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, momentum: float, proximal_mu: float,
                    dropout_rng: np.random.Generator) -> float:
+        """One SGD step; ``proximal_mu``: FedProx's pull towards the weights last set (the global model)."""
         inputs: dict[str, np.ndarray] = {
             "x": x, "y": y, "lr": hyperparameter(lr), "momentum": hyperparameter(momentum),
+            "mu": hyperparameter(proximal_mu),
         }
         if self.dropout_features:
             keep = dropout_rng.random((len(x), self.dropout_features)) >= DROPOUT_PROBABILITY
@@ -219,8 +222,10 @@ class LiteRTBackend:
         epochs: int,
         batch_size: int,
         seed: int = 0,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
         check_training_call(epochs, batch_size)
+        check_proximal_mu(proximal_mu)
         inputs = model_inputs(task, images)
         targets = model_targets(task, labels, len(images))
         num_examples = len(images)
@@ -239,7 +244,7 @@ class LiteRTBackend:
             loss_sum = 0.0
             for batch in (order[bounds] for bounds in batch_slices(num_examples, batch_size)):
                 loss = model.train_step(inputs[batch], targets[batch], task.learning_rate, task.momentum,
-                                        dropout_rng)
+                                        proximal_mu, dropout_rng)
                 loss_sum += loss * len(batch)
         seconds = time.perf_counter() - start
         return TrainResult(model.get_weights(), loss_sum / num_examples, num_examples, seconds)

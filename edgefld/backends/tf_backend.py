@@ -29,6 +29,7 @@ from edgefld.backends.base import (
     check_batch_size,
     check_images,
     check_inputs,
+    check_proximal_mu,
     check_training_call,
     shuffle_orders,
 )
@@ -107,8 +108,10 @@ class TFBackend:
         epochs: int,
         batch_size: int,
         seed: int = 0,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
         check_training_call(epochs, batch_size)
+        check_proximal_mu(proximal_mu)
         compiled = self._model(task)
         compiled.task_model.set_weights(weights)
         check_inputs(task, images, labels)
@@ -116,7 +119,7 @@ class TFBackend:
         start = time.perf_counter()
         with tf.device(self._tf_device):
             pixels, targets = tf.constant(images), tf.constant(labels.astype(np.int32))
-            compiled.reset_for_training(seed)
+            compiled.reset_for_training(seed, proximal_mu)
             loss_sum = tf.zeros((), tf.float64)
             for order in shuffle_orders(num_examples, epochs, seed):
                 # Summed on the device: reading each batch's loss would stall a GPU every step.
@@ -186,6 +189,9 @@ class _CompiledModel:
         model = self.task_model.model
         self._parameters = model.trainable_variables
         self._velocities = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self._parameters]
+        # FedProx: the round's global parameters and mu (0: plain SGD); variables, so one graph serves every round.
+        self._anchors = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self._parameters]
+        self._proximal_mu = tf.Variable(0.0, trainable=False, dtype=tf.float32)
         self._learning_rate = task.learning_rate
         self._momentum = task.momentum
         self._scale = tf.constant(task.pixel_max, tf.float32)
@@ -199,10 +205,13 @@ class _CompiledModel:
         self.eval_step = tf.function(self._eval_step, input_signature=[image_spec, label_spec])
         self.logits = tf.function(self._logits, input_signature=[image_spec])
 
-    def reset_for_training(self, seed: int) -> None:
+    def reset_for_training(self, seed: int, proximal_mu: float = 0.0) -> None:
         # Fresh zero momentum on every train() call, as the torch backend (and the seed) do.
         for velocity in self._velocities:
             velocity.assign(tf.zeros_like(velocity))
+        for anchor, parameter in zip(self._anchors, self._parameters, strict=True):
+            anchor.assign(parameter)
+        self._proximal_mu.assign(proximal_mu)
         for dropout in self.task_model.dropouts:
             dropout.reseed(seed)
 
@@ -217,7 +226,10 @@ class _CompiledModel:
             logits = self.task_model.model(inputs, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
         gradients = tape.gradient(loss, self._parameters)
-        for parameter, velocity, gradient in zip(self._parameters, self._velocities, gradients, strict=True):
+        for parameter, velocity, gradient, anchor in zip(self._parameters, self._velocities, gradients,
+                                                         self._anchors, strict=True):
+            # FedProx's term mu/2 * ||w - w_global||^2 adds mu * (w - w_global) to the gradient (0 when mu is).
+            gradient = gradient + self._proximal_mu * (parameter - anchor)
             # torch.optim.SGD(momentum, no dampening): v = m * v + g; p -= lr * v.
             velocity.assign(velocity * self._momentum + gradient)
             parameter.assign_sub(velocity * self._learning_rate)

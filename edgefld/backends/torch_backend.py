@@ -26,6 +26,7 @@ from edgefld.backends.base import (
     check_batch_size,
     check_images,
     check_labels,
+    check_proximal_mu,
     check_training_call,
     shuffle_orders,
 )
@@ -78,9 +79,13 @@ class TorchBackend:
         epochs: int,
         batch_size: int,
         seed: int = 0,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
         check_training_call(epochs, batch_size)
+        check_proximal_mu(proximal_mu)
         model = self._model_with(task, weights)
+        # FedProx: the global model this round started from, which the proximal term pulls towards.
+        anchors = [p.detach().clone() for p in model.parameters()] if proximal_mu else []
         inputs = model_inputs(task, images, self._device)
         targets = model_targets(task, labels, len(images), self._device)
         num_examples = len(images)
@@ -98,6 +103,8 @@ class TorchBackend:
                     model.zero_grad(set_to_none=True)
                     loss = functional.cross_entropy(model(inputs[batch]), targets[batch])
                     torch.autograd.backward(loss)  # typed, unlike Tensor.backward; the same call
+                    if anchors:
+                        add_proximal_gradient(model, anchors, proximal_mu)
                     optimizer.step()
                     loss_sum += loss.detach() * len(batch)
             last_epoch_loss = loss_sum.item() / num_examples  # .item() also waits for the GPU to finish
@@ -143,6 +150,14 @@ class TorchBackend:
             self._models[task.model] = model
         set_weights(task, model, weights)
         return model
+
+
+def add_proximal_gradient(model: torch.nn.Module, anchors: list[torch.Tensor], proximal_mu: float) -> None:
+    """FedProx: the gradient of mu/2 * ||w - w_global||^2, mu * (w - w_global), as every backend adds it."""
+    with torch.no_grad():
+        for parameter, anchor in zip(model.parameters(), anchors, strict=True):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter - anchor, alpha=proximal_mu)
 
 
 class MomentumSGD:

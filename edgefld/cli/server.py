@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run Flower's SuperLink, drive the training run, evaluate and checkpoint, as a daemon.",
     )
     add_config_argument(parser)
-    add_override_flags(parser, "server", "log")
+    add_override_flags(parser, "server", "server.strategy", "server.dp", "log")
     parser.set_defaults(handler=run)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefld.config.schema import KEYS_BY_TABLE, REQUIRED, TABLES, shorten
+from edgefld.config.schema import KEYS_BY_TABLE, REQUIRED, TABLES, check_tables, shorten
 from edgefld.config.schema import toml_literal as _toml_literal
 from edgefld.errors import ConfigError
 
@@ -57,6 +57,8 @@ class Config:
     server: Section
     simulate: Section
     log: Section
+    strategy: Section  # [server.strategy]
+    dp: Section  # [server.dp]
     present: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # keys set in the file or by a flag
     origins: Mapping[tuple[str, str], str] = field(default_factory=dict)  # "file:line" or "--flag"
 
@@ -70,8 +72,18 @@ class Config:
                     hint += f" or pass {key_.flag}"
                 raise ConfigError(f"missing required key; {hint}", source=self.source, key=key_.dotted)
 
+    def section(self, table: str) -> Section:
+        """The table named as in the file: "server", "server.strategy", ..."""
+        section: Section = getattr(self, attribute(table))
+        return section
+
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {t: dict(getattr(self, t).values) for t in TABLES}
+        return {t: dict(self.section(t).values) for t in TABLES}
+
+
+def attribute(table: str) -> str:
+    """The Config attribute of a table: [server.strategy] is ``config.strategy``."""
+    return table.rpartition(".")[2]
 
 
 def resolve_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -125,11 +137,19 @@ def load_config(
         sections[table][name] = value
         present.add((table, name))
         origins[(table, name)] = flag
+    problem = check_tables(sections, present)
+    if problem is not None:
+        dotted, text = problem
+        table, _, name = dotted.strip("[").partition("] ")
+        origin = origins.get((table, name), "")
+        if origin.startswith("--"):
+            raise ConfigError(text, key=origin)
+        raise ConfigError(text, source=source, line=lines.get((table, name)), key=dotted)
     return Config(
         source=source,
         present=frozenset(present),
         origins=origins,
-        **{t: Section(t, sections[t]) for t in TABLES},
+        **{attribute(t): Section(t, sections[t]) for t in TABLES},
     )
 
 
@@ -270,7 +290,7 @@ def _validate(
     origins: dict[tuple[str, str], str] = {}
     base_dir = os.path.dirname(os.path.abspath(source)) if source != "<defaults>" else os.getcwd()
 
-    for table, body in data.items():
+    for table, body in _subtables_apart(data).items():
         if table not in TABLES:
             if not isinstance(body, dict):
                 owner = [t for t, keys in KEYS_BY_TABLE.items() if table in keys]
@@ -294,6 +314,8 @@ def _validate(
             if name not in allowed:
                 owner = [t for t, keys in KEYS_BY_TABLE.items() if name in keys and t != table]
                 elsewhere = f" (it belongs under [{owner[0]}])" if owner else ""
+                if f"{table}.{name}" in TABLES:  # `strategy = "fedprox"` where [server.strategy] is meant
+                    elsewhere = f" (it is a table: [{table}.{name}], with name = \"...\" in it)"
                 raise ConfigError(
                     f"unknown key{_did_you_mean(name, allowed)}{elsewhere}; keys allowed in [{table}]: "
                     + ", ".join(allowed),
@@ -320,6 +342,20 @@ def _validate(
                     source=source, line=lines.get((table, "")), key=key_.dotted,
                 )
     return sections, present, origins
+
+
+def _subtables_apart(data: dict[str, Any]) -> dict[str, Any]:
+    """[server.strategy] as a table of its own: tomllib nests it in [server] as the key "strategy"."""
+    flat: dict[str, Any] = {}
+    for table, body in data.items():
+        if isinstance(body, dict):
+            nested = {name: value for name, value in body.items()
+                      if f"{table}.{name}" in TABLES and isinstance(value, dict)}
+            if nested:
+                body = {name: value for name, value in body.items() if name not in nested}
+                flat.update({f"{table}.{name}": value for name, value in nested.items()})
+        flat[table] = body
+    return flat
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -95,6 +95,7 @@ class Key:
     minimum: float | None = None
     maximum: float | None = None
     minimum_exclusive: bool = False
+    maximum_exclusive: bool = False
     choices: tuple[str, ...] = ()
     example: Any = None  # shown in the shipped file for required keys
     flag: str | None = None  # command-line override, e.g. "--cid"
@@ -127,7 +128,7 @@ class Key:
             return "true or false"
         noun = {"int": "an integer", "float": "a number", "str": "a string"}[self.kind]
         low = "" if self.minimum is None else f"{'>' if self.minimum_exclusive else '>='} {_fmt(self.minimum)}"
-        high = "" if self.maximum is None else f"<= {_fmt(self.maximum)}"
+        high = "" if self.maximum is None else f"{'<' if self.maximum_exclusive else '<='} {_fmt(self.maximum)}"
         if low and high:
             return f"{noun} {low} and {high}"
         return f"{noun} {low or high}".strip()
@@ -155,7 +156,9 @@ class Key:
             too_low = self.minimum is not None and (
                 value <= self.minimum if self.minimum_exclusive else value < self.minimum
             )
-            too_high = self.maximum is not None and value > self.maximum
+            too_high = self.maximum is not None and (
+                value >= self.maximum if self.maximum_exclusive else value > self.maximum
+            )
             if too_low or too_high:
                 raise ValueError(f"must be {self.allowed()}, got {_fmt(value)}")
         elif self.kind == "choice":
@@ -207,6 +210,15 @@ def _fmt(number: float) -> str:
 BACKENDS = ("auto", *backend_catalog.BACKENDS)
 TASKS = tuple(task_catalog.TASKS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# [server.strategy] name: Flower's Message-API strategies that fit weight-only updates.
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg",
+              "krum")
+# Which [server.strategy] keys each strategy reads; setting another one is an error (it would do nothing).
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "fedavg": (), "fedavgm": ("server_learning_rate", "server_momentum"), "fedprox": ("proximal_mu",),
+    "fedadam": ("eta", "beta_1", "beta_2", "tau"), "fedyogi": ("eta", "beta_1", "beta_2", "tau"),
+    "fedadagrad": ("eta", "tau"), "fedmedian": (), "fedtrimmedavg": ("trim_beta",), "krum": ("num_malicious_nodes",),
+}
 
 
 
@@ -305,7 +317,8 @@ KEYS: tuple[Key, ...] = (
         doc="What the federation trains: " + _in_words(
             [f'"{task.name}" ({task.summary})' for task in task_catalog.TASKS.values()]) + "."),
     Key("server", "num_partitions", "int", 50, minimum=1, maximum=100_000, flag="--num-partitions",
-        doc="Into how many IID partitions the training set is split; a board takes partition `cid`."),
+        doc="Into how many partitions the training set is split (see partitioning); a board takes "
+            "partition `cid`."),
     Key("server", "rounds", "int", 3, minimum=1, maximum=1_000_000, flag="--rounds",
         doc="Number of federated rounds."),
     Key("server", "min_clients", "int", 2, minimum=1, maximum=100_000, flag="--min-clients",
@@ -358,6 +371,56 @@ KEYS: tuple[Key, ...] = (
             "node_exporter's textfile collector: put it in that collector's directory. Not set: none written.",
         extra_check=lambda path: None if path.endswith(".prom") else
         f'must end in ".prom" (node_exporter\'s textfile collector reads only those), got "{shorten(path)}"'),
+    Key("server", "partitioning", "choice", "iid", choices=("iid", "dirichlet"), flag="--partitioning",
+        doc="How the training set is split among the num_partitions boards. \"iid\": equal shares of one "
+            "shuffle. \"dirichlet\": each class is spread over the partitions in proportions drawn from "
+            "Dirichlet(dirichlet_alpha), the usual model of non-IID fleets (sizes and label mixes differ); "
+            "`edgefl data status --partitions` shows them. Both are fixed by the run's seed, so every board "
+            "computes the same split and reads only its own rows."),
+    Key("server", "dirichlet_alpha", "float", 0.5, minimum=0.0, minimum_exclusive=True, maximum=1e6,
+        flag="--dirichlet-alpha",
+        doc="Concentration of the \"dirichlet\" partitioning: 0.1 gives most boards one or two classes, "
+            "0.5 a skewed mix, 100 nearly IID. Unused by \"iid\"."),
+    # --- [server.strategy]: how the boards' updates become the next global model -----------
+    Key("server.strategy", "name", "choice", "fedavg", choices=STRATEGIES, flag="--strategy",
+        doc="Aggregation strategy, Flower's own implementation: \"fedavg\" (weighted mean), \"fedavgm\" "
+            "(with server momentum), \"fedprox\" (boards add a proximal term, proximal_mu), \"fedadam\", "
+            "\"fedyogi\", \"fedadagrad\" (server-side adaptive optimisers), \"fedmedian\" (coordinate-wise "
+            "median), \"fedtrimmedavg\" (mean without the extremes, trim_beta), \"krum\" (the update "
+            "closest to the others, num_malicious_nodes). The server's optimiser state (moments, momentum) "
+            "is checkpointed with the model, so a restarted server continues it."),
+    Key("server.strategy", "proximal_mu", "float", 0.01, minimum=0.0, maximum=1e4,
+        doc="fedprox: weight of the proximal term mu/2 * ||w - w_global||^2 each board adds to its loss "
+            "(every backend: torch, TensorFlow, LiteRT)."),
+    Key("server.strategy", "server_learning_rate", "float", 1.0, minimum=0.0, minimum_exclusive=True,
+        maximum=1e4, doc="fedavgm: server learning rate applied to the averaged update."),
+    Key("server.strategy", "server_momentum", "float", 0.9, minimum=0.0, maximum=1.0,
+        doc="fedavgm: server momentum (0: plain FedAvg)."),
+    Key("server.strategy", "eta", "float", 0.01, minimum=0.0, minimum_exclusive=True, maximum=1e4,
+        doc="fedadam, fedyogi, fedadagrad: server learning rate, the step along the averaged update's "
+            "adaptive direction (Flower's own defaults: 0.1 for fedadam and fedadagrad, 0.01 for fedyogi)."),
+    Key("server.strategy", "beta_1", "float", 0.9, minimum=0.0, maximum=1.0, maximum_exclusive=True,
+        doc="fedadam, fedyogi: first-moment (momentum) decay."),
+    Key("server.strategy", "beta_2", "float", 0.99, minimum=0.0, maximum=1.0, maximum_exclusive=True,
+        doc="fedadam, fedyogi: second-moment decay."),
+    Key("server.strategy", "tau", "float", 0.001, minimum=0.0, minimum_exclusive=True, maximum=1.0,
+        doc="fedadam, fedyogi, fedadagrad: adaptivity, added to the root of the second moment."),
+    Key("server.strategy", "trim_beta", "float", 0.2, minimum=0.0, maximum=0.5, maximum_exclusive=True,
+        doc="fedtrimmedavg: fraction of the values cut at each end, per coordinate (0 <= beta < 0.5)."),
+    Key("server.strategy", "num_malicious_nodes", "int", 0, minimum=0, maximum=100_000,
+        doc="krum: boards assumed byzantine; Krum needs at least 2 * this + 3 boards in a round."),
+    # --- [server.dp]: differential privacy of the boards' updates (Flower's DP wrappers and mod) --
+    Key("server.dp", "mode", "choice", "off", choices=("off", "central", "local"), flag="--dp",
+        doc="Differential privacy with fixed clipping and Gaussian noise, Flower's implementation. \"central\": "
+            "the server clips each board's update (its change to the global model) to clipping_norm, then "
+            "adds noise to the aggregate (it sees the unclipped updates). \"local\": each board clips its own "
+            "update before sending it (Flower's client-side clipping mod); the server adds the noise. Noise "
+            "standard deviation: noise_multiplier * clipping_norm / min_clients. No privacy budget (epsilon) "
+            "is computed: see README \"Differential privacy\" for what this does and does not guarantee."),
+    Key("server.dp", "clipping_norm", "float", 1.0, minimum=0.0, minimum_exclusive=True, maximum=1e6,
+        doc="Largest L2 norm of one board's update (all weights together) that reaches the aggregate."),
+    Key("server.dp", "noise_multiplier", "float", 1.0, minimum=0.0, maximum=1e3,
+        doc="Gaussian noise added to the aggregate, in units of clipping_norm / min_clients (0: clipping only)."),
     # --- [simulate]: the fleet before it exists (`edgefl simulate`) -------------------------------
     Key("simulate", "fleet", "str", "rpi-zero-2w:20,rpi-4-4gb:20,jetson-orin-nano:10", flag="--fleet",
         doc="The virtual fleet, \"BOARD:COUNT,...\": each virtual board gets the profile `edgefl detect` gives "
@@ -387,6 +450,8 @@ KEYS: tuple[Key, ...] = (
 TABLES: dict[str, str] = {
     "client": "One board in the federation (used by `edgefl client`, unit edgefl-client).",
     "server": "The federation's coordinator (used by `edgefl server`, unit edgefl-server).",
+    "server.strategy": "The server's aggregation strategy and its hyperparameters (Flower's strategies).",
+    "server.dp": "Differential privacy of the boards' updates (Flower's fixed-clipping DP).",
     "simulate": "A virtual fleet on Flower's simulation engine (used by `edgefl simulate`).",
     "log": "Logging, for both roles.",
 }
@@ -411,6 +476,22 @@ def default(table: str, name: str, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise TypeError(f"{key(table, name).dotted} has no default of type {kind.__name__}: {value!r}")
     return value
+
+
+def check_tables(values: dict[str, dict[str, Any]], present: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """Checks across keys, after each key is valid alone: (the dotted key at fault, the problem), or None.
+
+    A hyperparameter set for a strategy that does not read it would silently do nothing (set to its
+    default it does no harm: the shipped file uncommented names them all)."""
+    strategy = values["server.strategy"]["name"]
+    used = STRATEGY_KEYS[strategy]
+    for name, key_ in KEYS_BY_TABLE["server.strategy"].items():
+        set_here = ("server.strategy", name) in present and values["server.strategy"][name] != key_.default
+        if name != "name" and set_here and name not in used:
+            readers = _in_words(['"' + s + '"' for s, keys in STRATEGY_KEYS.items() if name in keys])
+            return (key("server.strategy", name).dotted,
+                    f'is read only by {readers}, not by name = "{strategy}"; remove it or choose one of those')
+    return None
 
 
 def toml_literal(value: Any) -> str:

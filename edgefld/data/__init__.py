@@ -16,8 +16,10 @@ from edgefld.data.partition import (
     DEFAULT_PARTITION_SEED,
     Partition,
     PartitionError,
+    PartitionSummary,
     load_partition,
     load_test,
+    partition_summaries,
 )
 from edgefld.data.prepare import DatasetStatus, dataset_status, ensure_dataset
 from edgefld.data.sources import DATASETS, DatasetSpec, SourceFile
@@ -30,6 +32,7 @@ __all__ = [
     "DatasetStatus",
     "Partition",
     "PartitionError",
+    "PartitionSummary",
     "SourceFile",
     "StoredDataset",
     "dataset_status",
@@ -39,4 +42,5 @@ __all__ = [
     "load_partition",
     "load_test",
     "open_store",
+    "partition_summaries",
 ]

@@ -27,7 +27,6 @@ from edgefld import __version__
 from edgefld.apps import settings
 from edgefld.backends.catalog import first_installed
 from edgefld.config import Config
-from edgefld.config.loader import Section
 from edgefld.config.schema import parse_host_port
 from edgefld.errors import BackendUnavailable, EdgeflError, StateWriteError
 from edgefld.logs import get_logger, setup_logging
@@ -63,8 +62,10 @@ def eval_backend_for_server() -> str:
                              "initial model; install edgefl[torch]")
 
 
-def server_run_config(s: Section, state_dir: Path) -> dict[str, Any]:
-    """The run config of the ServerApp and ClientApps from [server] (edgefld.apps.settings)."""
+def server_run_config(config: Config, state_dir: Path) -> dict[str, Any]:
+    """The run config of the ServerApp and ClientApps from [server], [server.strategy] and [server.dp]
+    (edgefld.apps.settings): the daemon's and `edgefl simulate`'s."""
+    s = config.server
     return {
         **settings.RUN_CONFIG_DEFAULTS,
         "task": s.task, "num-rounds": s.rounds, "num-partitions": s.num_partitions,
@@ -72,6 +73,11 @@ def server_run_config(s: Section, state_dir: Path) -> dict[str, Any]:
         "min-clients": s.min_clients, "round-timeout": s.round_timeout,
         "transport-dtype": s.transport_dtype,
         "state-dir": str(state_dir), "data-dir": s.data_dir, "server-version": __version__,
+        "partitioning": s.partitioning, "dirichlet-alpha": s.dirichlet_alpha,
+        "strategy": config.strategy.name,
+        **{name.replace("_", "-"): value for name, value in config.strategy.values.items() if name != "name"},
+        "dp-mode": config.dp.mode, "dp-clipping-norm": config.dp.clipping_norm,
+        "dp-noise-multiplier": config.dp.noise_multiplier,
     }
 
 
@@ -107,7 +113,7 @@ class ServerDaemon:
                 log.warning("%s; using the one before", problem)
 
     def run_config(self) -> dict[str, Any]:
-        return server_run_config(self.server, self.state_dir)
+        return server_run_config(self.config, self.state_dir)
 
     # --- what `edgefl status` and Prometheus read -------------------------------------------------
     def _set_state(self, state: str, detail: str = "") -> None:

@@ -70,7 +70,7 @@ def simulate(config: Config) -> SimulationResult:
     boards = len(node_configs)
     from edgefld.server.daemon import server_run_config
 
-    run_config = {**server_run_config(server, state_dir), "num-partitions": boards, "min-clients": boards,
+    run_config = {**server_run_config(config, state_dir), "num-partitions": boards, "min-clients": boards,
                   "data-dir": sim.data_dir, "eval-backend": sim.backend}
     backend_config = _ray_backend_config(sim.ray_address, sim.parallel)
 

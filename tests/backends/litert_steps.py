@@ -49,7 +49,7 @@ def run_steps(case: dict[str, np.ndarray], *, default_delegates: bool = True,
     losses = []
     for step, mask in enumerate(case["masks"]):
         inputs = {"x": case["x"], "y": case["y"], "lr": litert_backend.hyperparameter(task.learning_rate),
-                  "momentum": litert_backend.hyperparameter(task.momentum)}
+                  "momentum": litert_backend.hyperparameter(task.momentum), "mu": litert_backend.hyperparameter(0.0)}
         if mask.size:
             inputs["dropout"] = mask
         losses.append(float(model.runners["train"](**inputs)["loss"]))

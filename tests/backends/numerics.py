@@ -166,10 +166,13 @@ def trainable(task: Task) -> list[bool]:
 
 def reference_step(task: Task, weights: list[np.ndarray], velocities: list[np.ndarray] | None,
                    x: np.ndarray, y: np.ndarray, mask: np.ndarray | None,
-                   flips: frozenset[tuple[int, int]] = frozenset()) -> Step:
+                   flips: frozenset[tuple[int, int]] = frozenset(), *, proximal_mu: float = 0.0,
+                   anchor: list[np.ndarray] | None = None) -> Step:
     """One momentum-SGD step of ``task``'s torch model in float64 from ``weights`` (any float dtype) and
     ``velocities`` (None: fresh), dropout replaced by ``mask``; with its kinks. ``flips``: elements
-    (call, flat index, from ``Step.kinks.near``) that take the other branch of their kink."""
+    (call, flat index, from ``Step.kinks.near``) that take the other branch of their kink. ``proximal_mu``:
+    FedProx's term mu/2 * ||w - anchor||^2 over the trainable weights, added to the loss (autodiff derives
+    its gradient; the backends add the gradient itself). The reported loss is the cross-entropy alone, as theirs."""
     import torch
 
     from edgefld.backends.torch_backend import MomentumSGD
@@ -200,7 +203,13 @@ def reference_step(task: Task, weights: list[np.ndarray], velocities: list[np.nd
     kinks = Kinks()
     with _kink_recorder(kinks, flips):
         loss = torch.nn.functional.cross_entropy(model(inputs), targets)
-        loss.backward()
+        objective = loss
+        if proximal_mu:
+            assert anchor is not None
+            pulls = [((parameter - torch.as_tensor(np.asarray(anchor[position], np.float64))) ** 2).sum()
+                     for parameter, position in zip(model.parameters(), positions, strict=True)]
+            objective = loss + proximal_mu / 2 * torch.stack(pulls).sum()
+        objective.backward()
     optimizer.step()
     after = {name: tensor.detach().clone().numpy() for name, tensor in model.state_dict().items()}
     new_velocities = [np.zeros(0)] * len(names)
@@ -223,7 +232,7 @@ def reference_logits(task: Task, weights: list[np.ndarray], x: np.ndarray) -> np
         return model(torch.as_tensor(x).permute(0, 3, 1, 2).contiguous().to(torch.float64)).numpy()
 
 
-def free_running(task: Task, weights: list[np.ndarray], x, y, masks) -> list[Step]:
+def free_running(task: Task, weights: list[np.ndarray], x, y, masks, proximal_mu: float = 0.0) -> list[Step]:
     """The float64 trajectory from ``weights``, momentum carried from step to step (``x``, ``y``: one batch
     for every step, or a list with one per step). Compare free-running trajectories only where every step's
     kink margin is above KINK_MARGIN (see the module docstring)."""
@@ -231,7 +240,8 @@ def free_running(task: Task, weights: list[np.ndarray], x, y, masks) -> list[Ste
     velocities = None
     current = weights
     for k, mask in enumerate(masks):
-        step = reference_step(task, current, velocities, _batch(x, k), _batch(y, k), mask)
+        step = reference_step(task, current, velocities, _batch(x, k), _batch(y, k), mask,
+                              proximal_mu=proximal_mu, anchor=weights)
         steps.append(step)
         current, velocities = step.weights, step.velocities
     return steps

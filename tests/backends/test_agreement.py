@@ -287,3 +287,32 @@ def test_two_epochs_of_three_batches_agree_with_float64(trained, canonical):
     # A different seed is a different order: the agreement above is not an accident of the data.
     reordered = trained.train(task, start, images, labels, epochs=2, batch_size=8, seed=6)
     assert largest_difference(task, got.weights, reordered.weights)[0] > 100 * MULTI_STEP_TOLERANCE
+
+
+def test_fedprox_proximal_term_agrees_with_float64(trained, canonical):
+    """FedProx: two epochs of three digits batches with a large mu, free-running, against float64 torch whose loss
+    has mu/2 * ||w - w_start||^2 added (autodiff; the backends add its gradient by hand, LiteRT in its training
+    signature)."""
+    task = get_task("digits")
+    mu = 10.0  # far above practice (0.001-1), so that the term moves weights far beyond the tolerance
+    start = canonical.initial_weights(task, seed=4)
+    images, labels = task_batch(task, 24, seed=4)
+    got = trained.train(task, start, images, labels, epochs=2, batch_size=8, seed=5, proximal_mu=mu)
+    x = normalised(task, images)
+    order = [o[bounds] for o in shuffle_orders(24, 2, 5) for bounds in batch_slices(24, 8)]
+    reference = numerics.free_running(task, start, [x[b] for b in order], [labels[b] for b in order], [None] * 6,
+                                      proximal_mu=mu)
+    margin = min(step.kinks.distance for step in reference)
+    difference, where = largest_difference(task, got.weights, reference[-1].weights)
+    plain = trained.train(task, start, images, labels, epochs=2, batch_size=8, seed=5)
+    pulled, _ = largest_difference(task, got.weights, plain.weights)
+    print(f"\n{trained.name} vs float64 torch, digits, 6 FedProx steps (mu {mu}): the term moved weights up to "
+          f"{pulled:.3g}; max abs difference {difference:.3g} ({where}); kink margin {margin:.2g}")
+    assert margin > numerics.KINK_MARGIN
+    assert pulled > 100 * MULTI_STEP_TOLERANCE  # the proximal term did something worth comparing
+    assert difference <= MULTI_STEP_TOLERANCE
+    expected_loss = sum(step.loss * len(b) for step, b in zip(reference[-3:], order[-3:], strict=True)) / 24
+    assert got.loss == pytest.approx(expected_loss, abs=LOSS_TOLERANCE)
+    # The term pulls towards the start: the FedProx weights end nearer to it than the plain ones.
+    assert sum(float(((w - s) ** 2).sum()) for w, s in zip(got.weights, start, strict=True)) < sum(
+        float(((w - s) ** 2).sum()) for w, s in zip(plain.weights, start, strict=True))

@@ -292,7 +292,7 @@ def test_train_follows_the_shared_training_order(backend, task):
     for order in shuffle_orders(9, 2, seed=9):
         for bounds in batch_slices(9, 4):
             batch = order[bounds]
-            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
+            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, 0.0, dropout_rng)
     assert [s.stop - s.start for s in batch_slices(9, 4)] == [4, 5]
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights, strict=True))
     # Another order (same masks) trains to other weights: the comparison above can fail.
@@ -301,7 +301,7 @@ def test_train_follows_the_shared_training_order(backend, task):
     for order in shuffle_orders(9, 2, seed=10):
         for bounds in batch_slices(9, 4):
             batch = order[bounds]
-            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, dropout_rng)
+            model.train_step(x[batch], y[batch], task.learning_rate, task.momentum, 0.0, dropout_rng)
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), result.weights, strict=True))
 
 

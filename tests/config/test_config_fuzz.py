@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edgefld.config import load_config
-from edgefld.config.schema import KEYS, KEYS_BY_TABLE, TABLES, Key
+from edgefld.config.schema import KEYS, KEYS_BY_TABLE, STRATEGY_KEYS, TABLES, Key
 from edgefld.errors import ConfigError
 from tests.config import conftest
 
@@ -66,7 +66,7 @@ def check_outcome(strategy: str, data: bytes, overrides: dict | None = None):
         return exc
     # Whatever loaded is valid by the schema, each value in its canonical type.
     for key_ in KEYS:
-        value = getattr(config, key_.table).values[key_.name]
+        value = config.section(key_.table).values[key_.name]
         if value is None:
             assert key_.required or key_.optional
         else:
@@ -198,7 +198,13 @@ def documents(draw):
             continue
         if draw(rare(30)):  # the table written as a value
             top.append(f"{table} = {toml_value(draw(any_value.filter(lambda v: not isinstance(v, dict))))}")
-            culprits.add(table)
+            # A subtable written as a value is a key of its parent table: "[server] strategy".
+            parent, dot, child = table.rpartition(".")
+            culprits.add(f"[{parent}] {child}" if dot else table)
+            if dot:  # `server.strategy = 0` defines [server]: a [server] header after it is a TOML error
+                culprits.add(f"[{parent}]")
+            # And a header of one of its subtables ([server.strategy] after `server = 0`) is then a TOML error.
+            culprits.update(f"[{sub}]" for sub in TABLES if sub.startswith(f"{table}."))
             continue
         lines.append(f"[{table}]")
         keys = KEYS_BY_TABLE[table]
@@ -222,6 +228,14 @@ def documents(draw):
         for key_ in keys.values():
             if key_.required and key_.name not in chosen:
                 culprits.add(key_.dotted)
+    # [server.strategy]: a hyperparameter set (not to its default) for a strategy that does not read it.
+    name = expected.get(("server.strategy", "name"), "fedavg")
+    if isinstance(name, str) and name in STRATEGY_KEYS:
+        for (table, key_name), value in expected.items():
+            key_ = KEYS_BY_TABLE[table][key_name]
+            if (table == "server.strategy" and key_name != "name" and key_name not in STRATEGY_KEYS[name]
+                    and _accepts(key_, value) and value != key_.default):
+                culprits.add(key_.dotted)
     return "\n".join(top + lines) + "\n", expected, culprits
 
 
@@ -237,7 +251,7 @@ def test_fuzz_structured_documents(document):
     assert not isinstance(outcome, ConfigError), f"{outcome}\n{text}"
     for (table, name), value in expected.items():
         key_ = KEYS_BY_TABLE[table][name]
-        loaded = getattr(outcome, table).values[name]
+        loaded = outcome.section(table).values[name]
         if key_.kind == "path":
             assert loaded == os.path.normpath(os.path.join(WORKDIR, os.path.expanduser(value)))
         elif key_.kind == "float":

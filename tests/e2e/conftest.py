@@ -15,8 +15,14 @@ def _subreaper():
 def federation(tmp_path):
     made: list[Federation] = []
 
-    def make(listen_host: str = "127.0.0.1", client_config: dict | None = None, **server_config) -> Federation:
-        fed = Federation(tmp_path, server_config, listen_host=listen_host, client_config=client_config or {})
+    def make(listen_host: str = "127.0.0.1", client_config: dict | None = None, strategy: dict | None = None,
+             subdir: str = "", **server_config) -> Federation:
+        """``strategy``: the [server.strategy] table; ``subdir``: a directory of tmp_path of its own (for
+        several federations in one test)."""
+        root = tmp_path / subdir if subdir else tmp_path
+        root.mkdir(exist_ok=True)
+        fed = Federation(root, server_config, listen_host=listen_host, client_config=client_config or {},
+                         strategy_config=strategy or {})
         made.append(fed)
         return fed
 

@@ -72,6 +72,8 @@ class Federation:
     server_config: dict[str, Any]
     listen_host: str = "127.0.0.1"
     client_config: dict[str, Any] = field(default_factory=dict)
+    strategy_config: dict[str, Any] = field(default_factory=dict)  # [server.strategy]
+    dp_config: dict[str, Any] = field(default_factory=dict)  # [server.dp]
     port: int = field(default_factory=free_port)
     daemons: list[Daemon] = field(default_factory=list)
 
@@ -83,6 +85,9 @@ class Federation:
         """(Re)write the TOML file from server_config and client_config: a daemon started later reads it."""
         lines = ["[server]", f'listen = "{self.listen_host}:{self.port}"', 'state_dir = "server"', 'data_dir = "data"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.server_config.items()]
+        for table, values in (("server.strategy", self.strategy_config), ("server.dp", self.dp_config)):
+            if values:
+                lines += ["", f"[{table}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
         lines += ["", "[client]", "cid = 0", f'server = "{self.listen_host}:{self.port}"', 'data_dir = "data"',
                   "ready_timeout = 5.0", "threads = 1"]  # several clients share two cores
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.client_config.items()]
