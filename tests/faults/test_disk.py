@@ -46,7 +46,10 @@ def test_state_dir_unwritable_while_checkpointing(federation, fault_row, fault):
         pytest.skip("needs root to mount a tmpfs")
     fault_row.injected = (f"tmpfs ({TMPFS_SIZE}) under state_dir/checkpoints "
                           + ("filled to ENOSPC" if fault == "full" else "remounted read-only") + " after round 1")
-    fed = federation(task="digits", num_partitions=2, rounds=2, min_clients=1, local_epochs=1)
+    # 150 epochs of digits: seconds of training in round 2, so the fault lands between round 1's checkpoint
+    # and round 2's (with 1 epoch, a warm client's two rounds take under a second and the poll below can
+    # see both done at once).
+    fed = federation(task="digits", num_partitions=2, rounds=2, min_clients=1, local_epochs=150)
     directory = checkpoints_dir(fed)
     directory.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "edgefl-fault-tmpfs",
@@ -54,7 +57,8 @@ def test_state_dir_unwritable_while_checkpointing(federation, fault_row, fault):
     try:
         server = fed.start_server("server-first")
         client = fed.start_client(0)
-        fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
+        fed.wait_for("round 1 in the metrics", lambda: len(rounds(fed)) >= 1, timeout=180)
+        assert rounds(fed) == [1], "round 2 was done before the fault could be injected"
         if fault == "full":
             say(f"filled {directory} with {_fill(directory)} bytes")
         else:

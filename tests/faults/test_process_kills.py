@@ -38,10 +38,13 @@ def _wait_mid_round(clients, timeout: float = 30.0, training_cpu_s: float = 0.0)
 
 def test_server_sigkilled_mid_round(federation, fault_row):
     fault_row.injected = "SIGKILL to edgefl server (and its SuperLink) mid-round, then restart"
-    fed = federation(task="digits", num_partitions=2, rounds=2, min_clients=2, local_epochs=1)
+    # 100 epochs of digits: seconds of training in round 2, so that round is still under way when the
+    # poll below sees round 1 (a warm client's 1-epoch rounds take a fraction of a second).
+    fed = federation(task="digits", num_partitions=2, rounds=2, min_clients=2, local_epochs=100)
     server = fed.start_server("server-first")
     clients = [fed.start_client(0), fed.start_client(1)]
-    fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
+    fed.wait_for("round 1 in the metrics", lambda: len(rounds(fed)) >= 1, timeout=180)
+    assert rounds(fed) == [1], "round 2 was done before the server could be killed in it"
     assert _wait_mid_round(clients), "no board started training round 2"
     before = latest_checkpoint(fed)
     pids = kill_tree(server)

@@ -92,7 +92,7 @@ def test_server_killed_at_a_sweep_of_instants(federation, fault_row):
     shutil.rmtree(state, ignore_errors=True)
     server = fed.start_server("rounds-0")
     fed.start_client(0)
-    fed.wait_for("round 1", lambda: rounds(fed) == [1], timeout=180)
+    fed.wait_for("round 1", lambda: len(rounds(fed)) >= 1, timeout=180)  # the kills below count from there
     started = fed.metrics()[0]
     round_s = max(3.0, started.get("wall_seconds") or 10.0)
     for n, fraction in enumerate(ROUND_FRACTIONS, start=1):
