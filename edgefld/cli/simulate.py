@@ -11,14 +11,15 @@ SERVER_KEYS = ("server.task", "server.rounds", "server.local_epochs", "server.ba
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edgefld.hardware.boards import known_names
-
+    # Nothing is read here: every edgefl command builds this parser (the board names are listed by
+    # --fleet's error for a name it does not know, from edgefld/hardware/boards.json).
     parser = subparsers.add_parser(
         "simulate",
         help="run a virtual fleet of boards on Flower's simulation engine (Ray)",
         description="Run edgefl's ServerApp and ClientApp on Flower's simulation engine with virtual boards, "
                     "each with the profile `edgefl detect` gives that board; writes a server state directory "
-                    "(`edgefl status`, `edgefl report`). Boards: " + ", ".join(known_names()) + ".",
+                    "(`edgefl status`, `edgefl report`). --fleet names the boards edgefl ships descriptions of "
+                    "(an unknown name is answered with the list).",
     )
     add_config_argument(parser)
     add_override_flags(parser, "simulate", "server", "log", only=SERVER_KEYS)

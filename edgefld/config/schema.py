@@ -424,8 +424,8 @@ KEYS: tuple[Key, ...] = (
     # --- [simulate]: the fleet before it exists (`edgefl simulate`) -------------------------------
     Key("simulate", "fleet", "str", "rpi-zero-2w:20,rpi-4-4gb:20,jetson-orin-nano:10", flag="--fleet",
         doc="The virtual fleet, \"BOARD:COUNT,...\": each virtual board gets the profile `edgefl detect` gives "
-            "that board (edgefld/hardware/boards.json: the boards edgefl knows, by the names `edgefl simulate "
-            "--help` lists). The run takes [server] task, rounds, local_epochs, batch_size and sample_fraction.",
+            "that board (edgefld/hardware/boards.json: the boards edgefl knows; an unknown name is answered with "
+            "their names). The run takes [server] task, rounds, local_epochs, batch_size and sample_fraction.",
         extra_check=lambda spec: _fleet_problem(spec)),
     Key("simulate", "backend", "choice", "litert", choices=BACKENDS, flag="--backend",
         doc="The backend every virtual board trains with on this host (as [client] backend would set it "

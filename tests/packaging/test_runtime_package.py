@@ -45,3 +45,20 @@ def test_only_the_backends_import_a_training_framework():
     importing = {m for m, names in imports.items() if {n.split(".")[0] for n in names} & FRAMEWORKS}
     assert importing, "no module imports a framework: the test no longer sees the backends"
     assert importing <= reachable, f"not loaded by any backend: {sorted(importing - reachable)}"
+
+
+def test_every_data_file_of_the_package_is_in_its_package_data():
+    """A file under edgefld/ that is not Python reaches the wheel (and so the .deb) only through
+    [tool.setuptools.package-data]: one left out works from a checkout and fails once installed
+    (seen: hardware/boards.json, which every `edgefl` command needed)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edgefld"]
+    package = root / "edgefld"
+    data = [path.relative_to(package).as_posix() for path in package.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert data, "no data files found: the test no longer sees the package"
+    missing = [name for name in data if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns)]
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
