@@ -29,6 +29,10 @@ READ_GRACE_S = 2.0  # [client] read_grace: how long the drip holds the board bef
 GARBAGE = b"\x16\x03\x01\x02\x00SSH-2.0-OpenSSH_9.2\r\n" + bytes(range(256)) * 4
 
 
+# Run-to-run spread of a sampled peak RSS of the client's process tree (see the assertion that uses it).
+RSS_NOISE_MIB = 32
+
+
 def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -212,7 +216,10 @@ def test_a_hostile_server_neither_grows_hangs_nor_stops_a_board_which_then_rejoi
     normal = int(figures["normal round"].split()[0])
     for case, figure in figures.items():
         if case.endswith("to the SuperNode") or case == "garbage to the probe":
-            assert int(figure.split()[0]) <= normal, figures
+            # Sampled peaks of the same tree differ by a few MiB from run to run (seen: a hostile case 7 MiB
+            # above the normal round); a read that followed what the server sends would add up to the 1 GiB
+            # it sends.
+            assert int(figure.split()[0]) <= normal + RSS_NOISE_MIB, figures
     assert supernode_hwm <= normal, figures
     # The SuperNode itself (the process that reads the answers) never came near the 1 GiB it was offered.
     assert supernode_hwm < inherited + 512, figures
