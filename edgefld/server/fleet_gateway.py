@@ -32,10 +32,15 @@ connection that sends nothing); a body, and an answer to a slow reader, must
 move at ``min_transfer_rate`` on average once ``transfer_grace`` has passed;
 bodies are capped per RPC (``push-object`` carries model chunks of at most
 5 MiB; every other RPC is small) and refused by Content-Length before a byte of
-them is read; bodies stream through with back-pressure (uvicorn pauses reading
-a connection until the body chunk it holds is taken), so memory is bounded by
-the limits, not by what clients send. ``upstream_connections`` caps requests in
-flight to the SuperLink (and so what it buffers). Running out of descriptors
+them is read. A body is read whole before its request goes upstream: a board
+that vanishes mid-upload (power cut, killed daemon) then costs the gateway a
+dropped buffer, where a forwarded half-body made the SuperLink log an ERROR
+(``UnexpectedError:ClientDisconnect``) and held one of its connections for the
+duration of the slow upload. Memory stays bounded by the limits, not by what
+clients send: at most ``upstream_connections`` model-sized bodies are held at
+once (a further one is not read until a slot frees: uvicorn pauses reading the
+connection), each within its cap. ``upstream_connections`` also caps requests
+in flight to the SuperLink (and so what it buffers). Running out of descriptors
 refuses connections (asyncio pauses accepting for a second) and never ends the
 daemon. Refusals are logged as one line per source per minute.
 """
@@ -45,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import errno
 import json
 import logging
@@ -52,7 +58,7 @@ import resource
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -265,6 +271,7 @@ class FleetGateway:
         self._error: BaseException | None = None
         self._state = ServerState()
         self._client: httpx.AsyncClient | None = None
+        self._large_body_slots: asyncio.Semaphore | None = None  # model-sized bodies held at once
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -297,6 +304,7 @@ class FleetGateway:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        self._large_body_slots = asyncio.Semaphore(self.limits.upstream_connections)
         config = UvicornConfig(app=self._app, http="h11", ws="none", interface="asgi3", lifespan="off",
                                access_log=False, log_config=None, proxy_headers=False, server_header=False,
                                date_header=False,
@@ -420,40 +428,47 @@ class FleetGateway:
             forwarded[name.decode()] = values[0].decode("latin-1")
         if rpc == "health":
             forwarded.pop("content-length")
-        assert self._client is not None
-        request = self._client.build_request(method, raw_path.decode("ascii"), headers=forwarded,
-                                             content=self._body(receive, length) if length else None)
-        try:
-            answer = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            if isinstance(exc.__context__, (_SlowTransfer, _ClientGone)):
-                raise exc.__context__ from None
-            self.refuse_quietly("the SuperLink", f"no answer ({type(exc).__name__})")
-            return await self._answer_error(send, 502, "the SuperLink did not answer")
-        self.stats.count(forwarded=1)
-        try:
-            if (rpc in NODE_DOOR and answer.status_code in (401, 412) and self.on_node_refused is not None):
-                key = headers.get(b"flwr-public-key")
-                self.on_node_refused(source, answer.status_code, _node_key(key[0] if key else None))
-            out = [(name.lower(), value) for name, value in answer.headers.raw if name.lower() in ANSWER_HEADERS]
-            await self._send_paced(send, {"type": "http.response.start", "status": answer.status_code,
-                                          "headers": out}, 0, time.monotonic())
-            started, sent = time.monotonic(), 0
-            async for chunk in answer.aiter_raw():
-                sent += len(chunk)
-                await self._send_paced(send, {"type": "http.response.body", "body": chunk, "more_body": True},
-                                       sent, started)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await answer.aclose()
+        assert self._client is not None and self._large_body_slots is not None
+        # A model-sized body holds a slot from its first byte read until its answer is relayed (the
+        # request, which keeps the body, lives as long as the answer).
+        async with self._large_body_slots if rpc in LARGE_BODY_RPCS else contextlib.nullcontext():
+            body = await self._body(receive, length) if length else None
+            request = self._client.build_request(method, raw_path.decode("ascii"), headers=forwarded,
+                                                 content=body)
+            try:
+                answer = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                self.refuse_quietly("the SuperLink", f"no answer ({type(exc).__name__})")
+                return await self._answer_error(send, 502, "the SuperLink did not answer")
+            self.stats.count(forwarded=1)
+            try:
+                await self._relay(answer, send, source, rpc, headers)
+            finally:
+                await answer.aclose()
+
+    async def _relay(self, answer: httpx.Response, send: Callable[[Any], Any], source: str, rpc: str,
+                     headers: dict[bytes, list[bytes]]) -> None:
+        if rpc in NODE_DOOR and answer.status_code in (401, 412) and self.on_node_refused is not None:
+            key = headers.get(b"flwr-public-key")
+            self.on_node_refused(source, answer.status_code, _node_key(key[0] if key else None))
+        out = [(name.lower(), value) for name, value in answer.headers.raw if name.lower() in ANSWER_HEADERS]
+        await self._send_paced(send, {"type": "http.response.start", "status": answer.status_code,
+                                      "headers": out}, 0, time.monotonic())
+        started, sent = time.monotonic(), 0
+        async for chunk in answer.aiter_raw():
+            sent += len(chunk)
+            await self._send_paced(send, {"type": "http.response.body", "body": chunk, "more_body": True},
+                                   sent, started)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _deadline(self, moved: int, started: float) -> float:
         """Seconds left before ``moved`` bytes since ``started`` fall below the minimum average rate."""
         allowed = max(self.limits.transfer_grace, moved / self.limits.min_transfer_rate)
         return started + allowed - time.monotonic()
 
-    async def _body(self, receive: Callable[[], Any], length: int) -> AsyncIterator[bytes]:
-        started, received = time.monotonic(), 0
+    async def _body(self, receive: Callable[[], Any], length: int) -> bytes:
+        """The whole body, read at ``min_transfer_rate`` at least; exactly ``length`` bytes (h11 enforces it)."""
+        started, received, chunks = time.monotonic(), 0, []
         while True:
             remaining = self._deadline(received, started)
             if remaining <= 0:
@@ -466,12 +481,14 @@ class FleetGateway:
                 raise _ClientGone("client left inside a body")
             chunk = message.get("body", b"")
             received += len(chunk)
-            if chunk:
-                yield chunk
+            if received > length:
+                raise _ClientGone("body longer than its Content-Length")
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         if received != length:
             raise _ClientGone("body shorter than its Content-Length")
+        return b"".join(chunks)
 
     async def _send_paced(self, send: Callable[[Any], Any], message: dict[str, Any], sent: int,
                           started: float) -> None:

@@ -492,6 +492,25 @@ def test_body_announced_and_never_sent_is_dropped(gateway, upstream):
     assert upstream.requests == []
 
 
+def test_a_body_abandoned_midway_never_reaches_upstream_at_all(gateway, upstream):
+    # A board that dies while uploading a model chunk: the SuperLink must not see a half request (it
+    # logs "ERROR ... UnexpectedError:ClientDisconnect" for one), so the gateway opens no upstream
+    # connection before the body is whole.
+    with _connect(gateway) as sock:
+        sock.sendall(b"POST /v1/fleet/push-object HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n")
+        sock.sendall(b"x" * 300000)
+        time.sleep(0.5)
+    time.sleep(0.5)
+    assert upstream.connections == [] and upstream.requests == []
+    # ...and the next honest upload arrives whole.
+    body = bytes(range(256)) * 2000
+    with _connect(gateway) as sock:
+        sock.sendall(_post("/v1/fleet/push-object", body))
+        status, _, answer = _Reader(sock).response()
+    assert status == 200 and answer == _answer("/v1/fleet/push-object", body)
+    assert len(upstream.requests) == 1 and upstream.requests[0].body == body
+
+
 def test_connections_over_the_limit_are_closed_and_honest_ones_served_after(upstream):
     limits = GatewayLimits(**{**TEST_LIMITS.__dict__, "max_connections": 16, "head_timeout": 30.0})
     gateway = _start_gateway(upstream.port, limits)
