@@ -13,8 +13,12 @@ reason: Flower logs every API error at ERROR, including one that is part of
 normal operation for edgefl. After a server restart edgefl retires the run
 left over from before it, and a board that trained for that run then pushes
 a reply the SuperLink refuses ("[ApiError:2007] ... Run is finished"): the
-board is told, the reply is dropped, nothing is wrong. Those lines are logged
-at INFO; every other error stays an ERROR.
+board is told, the reply is dropped, nothing is wrong. And a Fleet request
+whose client left before its body was read ("[UnexpectedError:ClientDisconnect]"):
+the SuperLink's only Fleet client is the server daemon's own gateway, which
+sends a body whole (edgefld.server.fleet_gateway), so that happens only when
+the daemon itself is killed or stopping, the instant before the SuperLink goes
+too. Those lines are logged at INFO; every other error stays an ERROR.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from edgefld.flower_compat import bound_object_pulls
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
 
 SUPERLINK = "flower-superlink"
-# (path prefix, Flower API error code) of refusals that are expected: see above.
-EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"),)
+# (path prefix, Flower's error tag) of errors that are expected: see above.
+EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"), ("[/v1/fleet/", "[UnexpectedError:ClientDisconnect]"))
 
 
 class ExpectedErrorsAtInfo(logging.Filter):
