@@ -5,7 +5,9 @@ partition and one sampled node per virtual board) and writes what a real server'
 directory holds: checkpoints, metrics.jsonl, and the board registry and server state that
 `edgefl status` and `edgefl report` read. Each virtual board's ClientApp gets the node config its
 client daemon would write (edgefld.simulation.fleet). Ray runs the ClientApps: ``parallel`` at a
-time on this host (one CPU each), or as many as an existing cluster's CPUs allow.
+time on this host (one CPU each), or as many as an existing cluster's CPUs allow. After the run,
+each round's virtual time, its estimated duration on the real boards (edgefld.simulation.virtual_time),
+goes to the output and to virtual-time.json beside metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -178,8 +180,8 @@ def describe(result: SimulationResult) -> str:
         estimate = estimates.get(index)
         if estimate is not None and estimate.seconds is not None:
             line += (f", virtual time ~{_duration(estimate.seconds)} (slowest: {estimate.slowest}, start-up "
-                     f"{estimate.startup_s:.1f} s + training {estimate.training_s:.1f} s + transfer "
-                     f"{estimate.transfer_s:.1f} s)")
+                     f"{estimate.startup_s:.2g} s + training {estimate.training_s:.2g} s + transfer "
+                     f"{estimate.transfer_s:.2g} s)")
         elif estimate is not None:
             line += ", virtual time n/a"
         if estimate is not None and estimate.without_figure:
