@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/bench_costs.py                 # print the figures
     PYTHONPATH=. python bench/bench_costs.py --write         # and store them in costs.json's "measured"
+    PYTHONPATH=. python bench/bench_costs.py --readme-table  # README's table of the board figures
 
 For each installed backend x task (cifar10 only where the backend has its model), one process of its
 own, on ONE thread (--threads 1: edgefl's models are small, so the estimate takes one core's
@@ -118,6 +119,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each pair; the fastest figures are kept (the least disturbed by other work)")
     parser.add_argument("--write", action="store_true", help=f"store the figures in {COSTS_FILE.relative_to(ROOT)}")
+    parser.add_argument("--readme-table", action="store_true",
+                        help="print README's table of the board figures from costs.json, and nothing else")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "TASK", "SPAWNED_AT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -125,6 +128,11 @@ def main() -> int:
         print(json.dumps(child(args.child[0], args.child[1], float(args.child[2]))))
         return 0
 
+    if args.readme_table:
+        from edgefld.simulation.costs import load_costs, markdown_table
+
+        print(markdown_table(load_costs()), end="")
+        return 0
     from edgefld.backends.catalog import installed_backends
 
     installed = installed_backends()

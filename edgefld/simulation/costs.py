@@ -155,3 +155,36 @@ def _parse(raw: dict[str, Any]) -> CostTable:
             raise ValueError(f"{name}: a figure without a source")
     return CostTable(host_cpu=str(host["cpu"]), host_index=_number(host["geekbench6_single"], "host index"),
                      host_source=str(host["source"]), measured_on=measured_on, measured=measured, boards=boards)
+
+
+def markdown_table(table: CostTable) -> str:
+    """README's table of the board figures (`bench/bench_costs.py --readme-table` prints it; a test keeps
+    README's copy equal to it): per board description, its index and what the host's figures become."""
+    from edgefld.hardware.boards import descriptions
+    from edgefld.profile import choose_profile
+
+    lines = ["| board | CPU | index | x host | batch | mnist samples/s, litert / torch / tensorflow "
+             "| cifar10 samples/s, litert | torch start-up s, warm / cold | the index is |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, description in descriptions().items():
+        speed = table.boards.get(name)
+        if speed is None or speed.index is None:
+            reason = speed.source.split(":", 1)[-1].strip() if speed else "not in the cost table"
+            lines.append(f"| {name} | {speed.cpu if speed else ''} | no figure | | | | | | {reason} |")
+            continue
+        profile = choose_profile(description.board, "litert", frozenset({"litert"}))
+        batch = min(16, profile.batch_size_cap)  # [server] batch_size's default, capped by the profile
+
+        def at(backend: str, task: str, runtime: str = "warm", board: str = name, size: int = batch) -> Figure:
+            figure = table.figure(board, backend, task, size, runtime)
+            assert isinstance(figure, Figure), figure
+            return figure
+
+        mnist = " / ".join(f"{at(backend, 'mnist').samples_per_s:,.0f}"
+                           for backend in ("litert", "torch", "tensorflow"))
+        cifar = f"{at('litert', 'cifar10').samples_per_s:,.0f}" if profile.allows("cifar10") else "not offered"
+        kind = speed.source.split(":", 1)[0].lower()
+        lines.append(f"| {name} | {speed.cpu} | {speed.index:g} | {speed.index / table.host_index:.3f} | {batch} "
+                     f"| {mnist} | {cifar} | {at('torch', 'mnist').startup_s:.2f} / "
+                     f"{at('torch', 'mnist', 'flower').startup_s:.1f} | {kind} |")
+    return "\n".join(lines) + "\n"

@@ -137,3 +137,11 @@ def test_a_virtual_board_trains_its_partitions_training_part_capped_by_its_profi
 
 def test_the_shipped_table_is_package_data():
     assert COSTS_FILE.name == "costs.json" and COSTS_FILE.parent.name == "simulation"
+
+
+def test_readmes_table_of_board_figures_is_the_cost_tables():
+    from edgefld.simulation.costs import markdown_table
+    from tests.conftest import REPO
+
+    assert markdown_table(load_costs()) in (REPO / "README.md").read_text(), \
+        "README's table is stale: paste `python bench/bench_costs.py --readme-table` over it"
