@@ -76,12 +76,20 @@ def main() -> int:
             out = process.stdout.read() if process.stdout else ""
             metrics = Path(state, "metrics.jsonl")
             records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+            virtual_file = Path(state, "virtual-time.json")
+            virtual = json.loads(virtual_file.read_text()) if virtual_file.exists() else {"rounds": []}
+            estimates = {r["round"]: r["seconds"] for r in virtual["rounds"]}
+            for record in records:
+                record["virtual_seconds"] = estimates.get(record["round"])
         rows.append((n, process.returncode, wall, peak, records))
         print(out.strip().splitlines()[0] if out.strip() else f"N={n}: exit {process.returncode}", flush=True)
-    print(f"\n{'boards':>6} {'exit':>4} {'wall s':>7} {'peak RSS MiB':>12}  round: s, ok/failed, accuracy")
+    print(f"\n{'boards':>6} {'exit':>4} {'wall s':>7} {'peak RSS MiB':>12}  "
+          "round: s, virtual s (estimated on the real boards), ok/failed, accuracy")
     for n, code, wall, peak, records in rows:
         per_round = "; ".join(
-            f"{r['round']}: {r.get('wall_seconds') or 0:.1f} s, {r['clients_ok']}/{r['clients_failed']}, "
+            f"{r['round']}: {r.get('wall_seconds') or 0:.1f} s, "
+            f"{'n/a' if r.get('virtual_seconds') is None else format(r['virtual_seconds'], '.2g')} s, "
+            f"{r['clients_ok']}/{r['clients_failed']}, "
             f"{r.get('eval_accuracy') or 0:.3f}" for r in records)
         print(f"{n:>6} {code:>4} {wall:>7.1f} {peak:>12.0f}  {per_round}")
     return 0 if all(code == 0 for _, code, *_ in rows) else 1

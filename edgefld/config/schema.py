@@ -437,6 +437,12 @@ KEYS: tuple[Key, ...] = (
     Key("simulate", "ray_address", "str", None, example="127.0.0.1:6379", flag="--ray-address",
         doc="An existing Ray cluster to run on (`ray start --head` prints its address). Not set: a Ray "
             "instance of this run's own on this host, stopped at its end."),
+    Key("simulate", "link_mbps", "float", 10.0, minimum=0, minimum_exclusive=True, maximum=100_000,
+        flag="--link-mbps",
+        doc="The virtual time's assumed link of every board, in Mbit/s each way (10: a modest Wi-Fi or LTE "
+            "link): a round's model download and update upload take bytes x 8 / this. The virtual time is "
+            "an estimate of each round's duration on the real boards from edgefld/simulation/costs.json "
+            "(an order of magnitude: README, \"Virtual time\")."),
     Key("simulate", "data_dir", "path", "/var/lib/edgefl/data", flag="--data-dir",
         doc="Datasets for every virtual board and the centralised evaluation (`edgefl data`)."),
     Key("simulate", "state_dir", "path", "/var/lib/edgefl/simulation", flag="--state-dir",

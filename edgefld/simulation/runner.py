@@ -5,7 +5,9 @@ partition and one sampled node per virtual board) and writes what a real server'
 directory holds: checkpoints, metrics.jsonl, and the board registry and server state that
 `edgefl status` and `edgefl report` read. Each virtual board's ClientApp gets the node config its
 client daemon would write (edgefld.simulation.fleet). Ray runs the ClientApps: ``parallel`` at a
-time on this host (one CPU each), or as many as an existing cluster's CPUs allow.
+time on this host (one CPU each), or as many as an existing cluster's CPUs allow. After the run,
+each round's virtual time, its estimated duration on the real boards (edgefld.simulation.virtual_time),
+goes to the output and to virtual-time.json beside metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from edgefld.config import Config
 from edgefld.errors import BackendUnavailable, EdgeflError
 from edgefld.exit_codes import ExitCode
 from edgefld.logs import get_logger, setup_logging
+from edgefld.records import RoundRecord
+from edgefld.simulation.virtual_time import VirtualTime
 
 log = get_logger("simulate")
 
@@ -38,6 +42,7 @@ class SimulationResult:
     boards_ok: tuple[int, ...]  # boards whose update each round aggregated
     boards_failed: tuple[int, ...]  # boards that refused or failed in each round (edgefl status names why)
     peak_rss_mib: float  # this process (the ServerApp, the engine's driver) and its waited-for children
+    virtual: VirtualTime | None = None  # each round's estimated duration on the real boards; None: no estimate
 
 
 def simulate(config: Config) -> SimulationResult:
@@ -109,13 +114,39 @@ def simulate(config: Config) -> SimulationResult:
     done = records[-1].round if records else 0
     fleet.set_state("complete" if done >= server.rounds else "failed", task=server.task, rounds=server.rounds,
                     listen=where, detail=f"{boards} virtual boards, {wall:.1f} s of wall time")
+    descriptions = [entry.description.name for entry in entries for _ in range(entry.count)]
+    virtual = _virtual_time(config, records, descriptions, node_configs, run_config, state_dir)
     return SimulationResult(
         boards=boards, rounds_done=done, wall_seconds=wall,
         accuracies=tuple(r.evaluation.eval_accuracy if r.evaluation else None for r in records),
         boards_ok=tuple(r.training.clients_ok if r.training else 0 for r in records),
         boards_failed=tuple(r.training.clients_failed if r.training else 0 for r in records),
         peak_rss_mib=max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
+                         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024,
+        virtual=virtual)
+
+
+VIRTUAL_TIME_FILE = "virtual-time.json"
+
+
+def _virtual_time(config: Config, records: list[RoundRecord], descriptions: list[str],
+                  node_configs: list[dict[str, object]], run_config: dict[str, object],
+                  state_dir: Path) -> VirtualTime | None:
+    """Each round's estimated duration on the real boards, also written to the state directory's
+    virtual-time.json; None (with a warning) when the cost table cannot be read: the run itself stands."""
+    from edgefld.simulation.costs import CostTableError, load_costs
+    from edgefld.simulation.virtual_time import estimate_run, virtual_boards, write
+
+    try:
+        table = load_costs()
+    except CostTableError as exc:
+        log.warning("no virtual time: %s", exc)
+        return None
+    boards = virtual_boards(descriptions, node_configs, run_config, config.simulate.data_dir)
+    virtual = estimate_run(records, boards, table, config.server.task, config.client.clientapp_runtime,
+                           config.simulate.link_mbps)
+    write(virtual, state_dir / VIRTUAL_TIME_FILE)
+    return virtual
 
 
 def _ray_backend_config(address: str | None, parallel: int) -> dict[str, object]:
@@ -135,10 +166,35 @@ def _shutdown_ray() -> None:
 
 
 def describe(result: SimulationResult) -> str:
+    virtual = result.virtual
+    total = virtual.total_seconds if virtual else None
     lines = [f"edgefl simulate: {result.boards} virtual boards, {result.rounds_done} rounds, "
-             f"wall time {result.wall_seconds:.1f} s, peak RSS {result.peak_rss_mib:.0f} MiB (this process)"]
+             f"wall time {result.wall_seconds:.1f} s, peak RSS {result.peak_rss_mib:.0f} MiB (this process); "
+             f"virtual time {'n/a' if total is None else _duration(total)} "
+             f"(estimated on the real boards: an order of magnitude)"]
+    estimates = {r.round: r for r in virtual.rounds} if virtual else {}
     for index, (accuracy, ok, failed) in enumerate(zip(result.accuracies, result.boards_ok, result.boards_failed,
                                                        strict=True), 1):
-        lines.append(f"  round {index}: {ok} boards ok, {failed} failed, "
-                     f"eval accuracy {'n/a' if accuracy is None else f'{accuracy:.4f}'}")
+        line = (f"  round {index}: {ok} boards ok, {failed} failed, "
+                f"eval accuracy {'n/a' if accuracy is None else f'{accuracy:.4f}'}")
+        estimate = estimates.get(index)
+        if estimate is not None and estimate.seconds is not None:
+            line += (f", virtual time ~{_duration(estimate.seconds)} (slowest: {estimate.slowest}, start-up "
+                     f"{estimate.startup_s:.2g} s + training {estimate.training_s:.2g} s + transfer "
+                     f"{estimate.transfer_s:.2g} s)")
+        elif estimate is not None:
+            line += ", virtual time n/a"
+        if estimate is not None and estimate.without_figure:
+            line += f"; no figure for {', '.join(estimate.without_figure)}"
+        lines.append(line)
+    if virtual:
+        lines.append(f"  virtual time: link {virtual.link_mbps:g} Mbit/s ([simulate] link_mbps), "
+                     f"{virtual.runtime} ClientApp start-up; figures and their sources in {VIRTUAL_TIME_FILE}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    # Two significant figures: the estimate is worth no more.
+    if seconds >= 90:
+        return f"{float(f'{seconds / 60:.2g}'):g} min"
+    return f"{float(f'{seconds:.2g}'):g} s"
