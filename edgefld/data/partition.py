@@ -109,9 +109,14 @@ def partition_of(labels: np.ndarray, cid: int, num_partitions: int, seed: int = 
     return dirichlet_partitions(labels, num_partitions, alpha, seed)[cid]
 
 
+def validation_size(partition_size: int) -> int:
+    """Rows of a partition that validate: a tenth, rounded up; the rest train."""
+    return (partition_size + 9) // 10
+
+
 def split_validation(indices: np.ndarray, cid: int, num_partitions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) indices, sorted: a tenth (rounded up) of the partition validates."""
-    num_validation = (len(indices) + 9) // 10
+    """(train, validation) indices, sorted (sizes: validation_size)."""
+    num_validation = validation_size(len(indices))
     order = stable_permutation(len(indices), seed, num_partitions, cid)
     return np.sort(indices[order[num_validation:]]), np.sort(indices[order[:num_validation]])
 

@@ -120,7 +120,7 @@ def virtual_boards(descriptions: Sequence[str], node_configs: Sequence[dict[str,
                    data_dir: str) -> list[VirtualBoard]:
     """One VirtualBoard per cid, from the node configs and run config the simulation ran with."""
     from edgefld.apps.settings import RUN_CONFIG_DEFAULTS
-    from edgefld.data.partition import partition_summaries
+    from edgefld.data.partition import partition_summaries, validation_size
     from edgefld.tasks import get_task
 
     run = {**RUN_CONFIG_DEFAULTS, **run_config}
@@ -129,7 +129,7 @@ def virtual_boards(descriptions: Sequence[str], node_configs: Sequence[dict[str,
         str(run["partitioning"]), float(run["dirichlet-alpha"]))]
     boards = []
     for cid, (description, node) in enumerate(zip(descriptions, node_configs, strict=True)):
-        train = sizes[cid] - (sizes[cid] + 9) // 10  # edgefld.data.partition.split_validation's share
+        train = sizes[cid] - validation_size(sizes[cid])
         cap = int(node.get("max-train-samples", 0))
         batch_cap = int(node.get("batch-size-cap", 0))
         batch = int(run["batch-size"])
