@@ -1,0 +1,107 @@
+"""Secure aggregation (Flower's SecAgg+) in a real federation: it trains, the ServerApp never holds one
+board's update, and a board dropping out mid-protocol is survived above the reconstruction threshold and
+fails the round with one line below it.
+
+What the ServerApp received is written by its grid wrapper when $EDGEFL_SECAGG_RECEIVED_DIR is set
+(edgefld.apps.secure_aggregation._StageLog): every array and every byte vector of every board's
+masked-vector reply. The boards' own updates are recomputed here: they train deterministically (seeded
+by the round, one thread), so this process can train each board's partition from the round's starting
+model and get the update that board masked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from edgefld.apps.secure_aggregation import RECEIVED_DIR_ENV, received_arrays
+from edgefld.backends.base import load_backend
+from edgefld.backends.layout import task_layout
+from edgefld.data import load_partition
+from edgefld.run_state import stored_checkpoint
+from edgefld.tasks import get_task
+from tests.faults.helpers import children_running, cpu_seconds, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BOARDS = 3
+QUANTIZATION_RANGE = 2**22  # [server.secagg] quantization_range's default
+SECURE = {"secure_aggregation": True, "task": "digits", "num_partitions": BOARDS, "local_epochs": 1}
+
+
+def _flat(weights) -> np.ndarray:
+    return np.concatenate([np.ravel(w) for w in weights]).astype(np.float32)
+
+
+def _clean_logs(fed) -> None:
+    for daemon in fed.daemons:
+        assert " ERROR " not in daemon.log() and "Traceback" not in daemon.log(), (daemon.name, daemon.log()[-4000:])
+
+
+def test_secure_aggregation_trains_and_the_server_app_sees_only_masked_vectors(federation, tmp_path):
+    received_dir = tmp_path / "received"
+    received_dir.mkdir()
+    fed = federation(rounds=3, min_clients=BOARDS, client_config={"backend": "torch"}, **SECURE)
+    server = fed.start_server(env={RECEIVED_DIR_ENV: str(received_dir)})
+    for cid in range(BOARDS):
+        fed.start_client(cid)
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=240)
+    assert server.process.returncode == 0, server.log()
+    _clean_logs(fed)
+
+    # (a) It trains: every round aggregated all three boards, and the accuracy rose.
+    records = fed.metrics()
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert all(r["clients_ok"] == BOARDS and r["clients_failed"] == 0 for r in records), records
+    accuracy = [r["eval_accuracy"] for r in records]
+    print(f"\nsecure aggregation, digits, {BOARDS} boards: eval accuracy per round {accuracy}")
+    assert accuracy[-1] > accuracy[0] and accuracy[-1] > 0.5, accuracy
+
+    # (b) What the ServerApp received from each board in round 3: no array, only the masked vector.
+    received = {stem: arrays for stem, arrays in received_arrays(str(received_dir)).items()
+                if stem.startswith("round-3-")}
+    assert len(received) == BOARDS, sorted(received)
+    task = get_task("digits")
+    start = _flat(stored_checkpoint(fed.root / "server", 2).checkpoint.weights)
+    end = _flat(stored_checkpoint(fed.root / "server", 3).checkpoint.weights)
+    # Each board's own update, as it trained it: its partition, the round's model, seeded by the round.
+    backend = load_backend("torch", "cpu", 1)
+    shapes = [spec.shape for spec in task_layout(task)]
+    offsets = np.cumsum([0, *[int(np.prod(s)) for s in shapes]])
+    start_weights = [start[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
+    updates, samples = [], []
+    for cid in range(BOARDS):
+        part = load_partition("digits", fed.data_dir, cid, BOARDS, 42, "iid", 0.5)
+        result = backend.train(task, start_weights, part.train_x, part.train_y, epochs=1, batch_size=16, seed=3,
+                               proximal_mu=0.0)
+        updates.append(_flat(result.weights) - start)
+        samples.append(result.num_examples)
+    plain_average = sum(n * u for n, u in zip(samples, updates, strict=True)) / sum(samples)
+    aggregate = end - start
+    # The unmasked sum the server used is the boards' weighted average update, to within quantisation
+    # (the clipping range is the model's largest weight; each board's update is scaled by samples/max_weight).
+    step = 2 * float(np.max(np.abs(start))) / QUANTIZATION_RANGE * 10_000 / min(samples)
+    error = float(np.max(np.abs(aggregate - plain_average)))
+    print(f"largest difference between the unmasked aggregate and the plain weighted average: {error:.2e} "
+          f"(quantisation step {step:.2e}); largest update value {float(np.max(np.abs(plain_average))):.3f}")
+    assert error < 4 * step
+    for stem, arrays in received.items():
+        # Flower's mod emptied the reply's arrays: the update travels only as the masked vector.
+        assert all(array.size == 0 for key, array in arrays.items() if not key.startswith("secaggplus_configs/")), stem
+        (masked,) = [a for key, a in arrays.items() if key.startswith("secaggplus_configs/") and a.size == start.size]
+        # A quantised update lies in [0, quantization_range); the masks spread the vector over [0, 2^32).
+        assert masked.min() >= 0 and masked.max() < 2**32
+        assert np.mean(masked >= QUANTIZATION_RANGE) > 0.99, stem
+        # As floats, the received vector has nothing of any board's update (nor of the aggregate).
+        centred = masked.astype(np.float64) - masked.mean()
+        for update in [*updates, aggregate]:
+            correlation = float(np.corrcoef(centred, update)[0, 1])
+            assert abs(correlation) < 0.1, (stem, correlation)
+    # Nor does their sum: the boards' private masks come off only with the shares of the unmask stage.
+    total = sum(next(a for k, a in arrays.items() if k.startswith("secaggplus_configs/") and a.size == start.size)
+                for arrays in received.values()) % 2**32
+    assert np.mean(total >= BOARDS * QUANTIZATION_RANGE) > 0.99
