@@ -52,6 +52,8 @@ MAX_WEIGHT_KEY = "secagg-max-weight"
 CLIPPED_METRIC = "secagg-clipped"
 # Flower's SecAgg+ stages, in the order the workflow runs them (one grid exchange each).
 STAGES = ("setup", "share-keys", "collect-masked-vectors", "unmask")
+# The phase of a round's failure that is no board's: secure aggregation stopped (edgefld.records.Failure).
+AGGREGATE_PHASE = "aggregate"
 # Masks are taken modulo 2^32 (Flower's default modulus_range): the sum of the boards' quantised values must fit.
 MODULUS_RANGE = 2**32
 # Where the ServerApp writes what it received, when a test asks ($EDGEFL_SECAGG_RECEIVED_DIR): see _StageLog.
@@ -275,9 +277,15 @@ def _secure_round(grid: Grid, context: Context, strategy: ResumableStrategy, sec
 
 
 def _halt(strategy: ResumableStrategy, true_round: int, reason: str) -> None:
+    """A round secure aggregation could not complete: one WARNING line, and the same reason in the round's
+    record (a failure of no board, phase "aggregate"), which the server daemon's round line shows."""
+    from edgefld.records import Failure
+
     log(WARNING, "edgefl: round %d failed: %s; the global model is unchanged", true_round, reason)
     stats = strategy.stats[true_round]
     stats.train_ok = 0
+    stats.failures.append(Failure(node=None, cid=None, board=None, phase=AGGREGATE_PHASE, code=None,
+                                  error="secure-aggregation", reason=f"{reason}; the global model is unchanged"))
 
 
 def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog, nodes: set[int],

@@ -24,7 +24,7 @@ from edgefld.backends.layout import task_layout
 from edgefld.data import load_partition
 from edgefld.run_state import stored_checkpoint
 from edgefld.tasks import get_task
-from tests.faults.helpers import children_running, cpu_seconds, wait_until
+from tests.faults.helpers import children_running, cpu_seconds, error_lines, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -105,3 +105,46 @@ def test_secure_aggregation_trains_and_the_server_app_sees_only_masked_vectors(f
     total = sum(next(a for k, a in arrays.items() if k.startswith("secaggplus_configs/") and a.size == start.size)
                 for arrays in received.values()) % 2**32
     assert np.mean(total >= BOARDS * QUANTIZATION_RANGE) > 0.99
+
+
+def _training(daemon, cpu_s: float = 0.3) -> bool:
+    """Whether the board's ClientApp has trained ``cpu_s`` of CPU time: the masked-vector stage, the one
+    that trains (the key stages take a few hundredths of a second)."""
+    return any(cpu_seconds(pid) >= cpu_s for pid in children_running(daemon, b"flwr-clientapp"))
+
+
+@pytest.mark.parametrize("threshold,completes", [(0.67, True), (1.0, False)], ids=["above", "below"])
+def test_a_board_dropping_out_mid_protocol(federation, threshold, completes):
+    """Three boards; board 2's daemon is SIGKILLed while it trains round 2 (between the key exchange and its
+    masked vector). With 2 of 3 shares needed, the two others' shares rebuild its keys and the round
+    aggregates them; with 3 of 3 the round fails with one WARNING line and the model stays as it was."""
+    # 100 epochs: seconds of training per round, so the kill lands in the masked-vector stage.
+    fed = federation(rounds=2, min_clients=BOARDS, round_timeout=60.0, client_config={"backend": "torch"},
+                     **{**SECURE, "local_epochs": 100})
+    fed.secagg_config = {"reconstruction_threshold": threshold}
+    fed.write_config()
+    server = fed.start_server()
+    clients = [fed.start_client(cid) for cid in range(BOARDS)]
+    fed.wait_for("round 1 in the metrics", lambda: len(fed.metrics()) >= 1, timeout=180)
+    assert wait_until(lambda: _training(clients[2]), 60, 0.02) is not None, "board 2 never trained round 2"
+    assert len(fed.metrics()) == 1, "round 2 was over before board 2 could be killed in it"
+    os.kill(clients[2].process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=180)
+    assert server.process.returncode == 0, server.log()
+    assert error_lines(fed.root) == []
+    first, second = fed.metrics()
+    assert first["clients_ok"] == BOARDS
+    dropped = [(f["cid"], f["phase"]) for f in second["failures"] if f["phase"] == "train"]
+    print(f"\nthreshold {threshold}: round 2 {second['clients_ok']} ok, failures {second['failures']}, "
+          f"{time.monotonic() - killed_at:.1f} s from the kill to the end of the run")
+    halted = [line for line in server.log().splitlines() if "round failed: secure aggregation" in line]
+    if completes:
+        assert second["clients_ok"] == BOARDS - 1 and dropped == [(2, "train")], second
+        assert second["model_sha256"] != second["start_model_sha256"]
+        assert halted == []
+    else:
+        assert second["clients_ok"] == 0 and dropped == [(2, "train")], second
+        assert second["model_sha256"] == second["start_model_sha256"]  # the global model is unchanged
+        assert len(halted) == 1, server.log()
+        assert "every board needs 3 of its share holders" in halted[0], halted
