@@ -20,6 +20,7 @@ import pytest
 
 from edgefld.apps.secure_aggregation import RECEIVED_DIR_ENV, received_arrays
 from edgefld.backends.base import load_backend
+from edgefld.backends.catalog import installed_backends
 from edgefld.backends.layout import task_layout
 from edgefld.data import load_partition
 from edgefld.run_state import stored_checkpoint
@@ -148,3 +149,24 @@ def test_a_board_dropping_out_mid_protocol(federation, threshold, completes):
         assert second["model_sha256"] == second["start_model_sha256"]  # the global model is unchanged
         assert len(halted) == 1, server.log()
         assert "every board needs 3 of its share holders" in halted[0], halted
+
+
+MIXED = ("torch", "tensorflow", "litert")
+
+
+@pytest.mark.skipif(not set(MIXED) <= installed_backends(), reason=f"needs every backend: {', '.join(MIXED)}")
+def test_mixed_backends_with_float16_transport_train_under_secure_aggregation(federation):
+    """One board per backend, the model sent as float16: every backend's update is masked on the same
+    clipping range (from the model's weights) and quantisation, and the sum is the one model."""
+    fed = federation(rounds=2, min_clients=BOARDS, transport_dtype="float16", **SECURE)
+    server = fed.start_server()
+    for cid, name in enumerate(MIXED):
+        fed.start_client(cid, "--backend", name)
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=300)
+    assert server.process.returncode == 0, server.log()
+    _clean_logs(fed)
+    records = fed.metrics()
+    assert all(r["clients_ok"] == BOARDS and r["backends"] == {name: 1 for name in MIXED} for r in records), records
+    accuracy = [r["eval_accuracy"] for r in records]
+    print(f"\nsecure aggregation, {', '.join(MIXED)}, float16 transport: eval accuracy per round {accuracy}")
+    assert accuracy[-1] > accuracy[0] and accuracy[-1] > 0.4, accuracy
