@@ -283,7 +283,10 @@ def _halt(strategy: ResumableStrategy, true_round: int, reason: str) -> None:
 
     log(WARNING, "edgefl: round %d failed: %s; the global model is unchanged", true_round, reason)
     stats = strategy.stats[true_round]
+    # The boards that sent their masked update trained, but nothing of theirs was aggregated.
     stats.train_ok = 0
+    stats.trained.clear()
+    stats.backends.clear()
     stats.failures.append(Failure(node=None, cid=None, board=None, phase=AGGREGATE_PHASE, code=None,
                                   error="secure-aggregation", reason=f"{reason}; the global model is unchanged"))
 
@@ -303,6 +306,11 @@ def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog
         for reply in stage.replies:
             node = stage.node_of(reply)
             answered.add(node)
+            if reply.has_error() and node in accepted:
+                # Its masked update is in the sum already; the others' shares unmask it without this board.
+                log(WARNING, "edgefl: %s left in the %s stage of round %d, after its masked update: it is aggregated",
+                    strategy.describe_node(node), stage.name, true_round)
+                continue
             if reply.has_error():
                 kind = settings.ERROR_NAMES.get(reply.error.code, FLOWER_ERROR)
                 reason = f"secure aggregation {stage.name} stage: {(reply.error.reason or '')[:300]}"
@@ -329,7 +337,7 @@ def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog
             if clipped:
                 log(WARNING, "edgefl: %s: %d values of its round %d update were beyond the clipping range and "
                     "clipped", strategy.describe_node(node), int(clipped), true_round)
-        for node in sorted((set(stage.sent.values()) - answered) - failed):
+        for node in sorted((set(stage.sent.values()) - answered) - failed - set(accepted)):
             reason = f"did not answer the secure aggregation {stage.name} stage within the round timeout"
             log(WARNING, "edgefl: %s %s of round %d", strategy.describe_node(node), reason, true_round)
             stats.failures.append(strategy.failure(node, None, TIMEOUT_ERROR, reason))
