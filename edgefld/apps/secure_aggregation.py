@@ -255,8 +255,8 @@ def _secure_round(grid: Grid, context: Context, strategy: ResumableStrategy, sec
         return None
     stats.train_ok = legacy_strategy.results
     new_model = (global_model + legacy_strategy.average_update).astype(COMPUTE_DTYPE)
-    # The round's one result for the Flower strategy: the FedAvg of the boards' weights (the model plus
-    # their average update), weighted by all their samples, with the boards' weighted mean metrics.
+    # The round's result for the Flower strategy: the FedAvg of the boards' weights (the model plus their
+    # average update), with the boards' weighted mean metrics.
     weights = {node: float(metrics.get(TrainMetrics.NUM_EXAMPLES, 0)) for node, metrics in accepted.items()}
     total = sum(weights.values())
     means: dict[str, float] = {}
@@ -264,10 +264,17 @@ def _secure_round(grid: Grid, context: Context, strategy: ResumableStrategy, sec
         values = [(weights[node], float(m[name])) for node, m in accepted.items() if name in m]
         if values and total > 0:
             means[name] = sum(w * v for w, v in values) / total
-    result = Message(RecordDict({"arrays": ArrayRecord({PACKED: Array(new_model)}),
-                                 "metrics": MetricRecord({**means, TrainMetrics.NUM_EXAMPLES: int(total)})}),
-                     reply_to=messages[0])
-    aggregated, metrics = _FlowerSide(strategy).aggregate_train(true_round, [result])
+    # One equal result per aggregated board (the new model, an equal share of the samples): their FedAvg is
+    # the new model, and a DP wrapper counts the boards it aggregated, as on a plain round.
+    share = MetricRecord({**means, TrainMetrics.NUM_EXAMPLES: max(int(total) // max(len(accepted), 1), 1)})
+    model = ArrayRecord({PACKED: Array(new_model)})
+    results = [Message(RecordDict({"arrays": model, "metrics": share}), reply_to=message)
+               for message in messages if message.metadata.dst_node_id in accepted] or [
+        Message(RecordDict({"arrays": model, "metrics": share}), reply_to=messages[0])]
+    if strategy.private is not None:  # [server.dp] mode "local": the boards clipped; the wrapper adds the noise
+        aggregated, metrics = strategy.private.aggregate_train(true_round, results)
+    else:
+        aggregated, metrics = _FlowerSide(strategy).aggregate_train(true_round, results)
     stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
     if aggregated is None:
         return None

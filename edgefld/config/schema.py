@@ -390,8 +390,8 @@ KEYS: tuple[Key, ...] = (
         doc="Flower's SecAgg+: each board masks its update so that the server learns only the weighted sum of "
             "the round's updates, never one board's (what it protects and what not: README \"Secure "
             "aggregation\"). Its parameters are in [server.secagg]. Works with the FedAvg family of strategies "
-            "(fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad), without [server.dp], and needs "
-            "min_clients >= 2 (3 or more to survive a board dropping out)."),
+            "(fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad), with [server.dp] mode \"off\" or \"local\" "
+            "(not \"central\"), and needs min_clients >= 2 (3 or more to survive a board dropping out)."),
     # --- [server.strategy]: how the boards' updates become the next global model -----------
     Key("server.strategy", "name", "choice", "fedavg", choices=STRATEGIES, flag="--strategy",
         doc="Aggregation strategy, Flower's own implementation: \"fedavg\" (weighted mean), \"fedavgm\" "
@@ -543,11 +543,10 @@ def _secure_aggregation_problem(values: dict[str, dict[str, Any]],
         return (key("server.strategy", "name").dotted,
                 f'"{strategy}" needs each board\'s update, which secure aggregation hides from the server; with '
                 f"[server] secure_aggregation = true use {allowed}")
-    if values["server.dp"]["mode"] != "off":
+    if values["server.dp"]["mode"] == "central":
         return (key("server.dp", "mode").dotted,
-                f'"{values["server.dp"]["mode"]}" does not compose with secure aggregation here (central clips each '
-                'board\'s update, which the server no longer sees; local is not wired to SecAgg+ yet); use "off" '
-                "or set [server] secure_aggregation = false")
+                '"central" clips each board\'s update on the server, which secure aggregation hides from it; with '
+                '[server] secure_aggregation = true use "local" (the boards clip, the server noises the sum) or "off"')
     if values["server"]["min_clients"] < 2:
         return (key("server", "min_clients").dotted,
                 "secure aggregation needs at least 2 boards in a round (3 or more to survive one dropping out)")

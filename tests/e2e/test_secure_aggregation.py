@@ -173,3 +173,23 @@ def test_mixed_backends_with_float16_transport_train_under_secure_aggregation(fe
     accuracy = [r["eval_accuracy"] for r in records]
     print(f"\nsecure aggregation, {', '.join(MIXED)}, float16 transport: eval accuracy per round {accuracy}")
     assert accuracy[-1] > accuracy[0] and accuracy[-1] > 0.4, accuracy
+
+
+def test_local_dp_clips_each_update_before_it_is_masked(federation):
+    """[server.dp] mode "local" with secure aggregation: each board clips its update (Flower's fixedclipping_mod)
+    before SecAgg+ masks it, so the unmasked average is within the clipping norm (no noise here: multiplier 0);
+    a round of digits moves the model by far more unclipped (norm 0.2 and up)."""
+    fed = federation(rounds=2, min_clients=BOARDS, client_config={"backend": "torch"}, **SECURE)
+    fed.dp_config = {"mode": "local", "clipping_norm": 0.01, "noise_multiplier": 0.0}
+    fed.write_config()
+    server = fed.start_server()
+    for cid in range(BOARDS):
+        fed.start_client(cid)
+    fed.wait_for("the server to finish", lambda: not server.alive(), timeout=240)
+    assert server.process.returncode == 0, server.log()
+    _clean_logs(fed)
+    assert [r["clients_ok"] for r in fed.metrics()] == [BOARDS, BOARDS]
+    first, second = (_flat(stored_checkpoint(fed.root / "server", n).checkpoint.weights) for n in (1, 2))
+    norm = float(np.linalg.norm(second - first))
+    print(f"\nlocal DP under secure aggregation: round 2 moved the model by {norm:.5f} (clipping norm 0.01)")
+    assert 0 < norm <= 0.01 * 1.02
