@@ -10,8 +10,9 @@ one board's. Both are written for Flower's legacy API (a LegacyContext, a legacy
   builds their instructions as without secure aggregation; a legacy Strategy (_RoundInstructions)
   hands them to a fresh SecAggPlusWorkflow and receives the unmasked average of the updates. The
   new global model (the model plus that average) then goes through the Flower strategy's own
-  aggregate_train as the round's single result, so FedAvgM's momentum and FedAdam's moments work
-  on it as on a plain round. Every message of the protocol passes a _StageLog, which keeps what
+  aggregate_train (inside the DP wrapper with [server.dp] mode "local") as one equal result per
+  aggregated board, so FedAvgM's momentum, FedAdam's moments and the DP noise work on it as on a
+  plain round. Every message of the protocol passes a _StageLog, which keeps what
   the ServerApp received (for the round's record: failures naming the board; and the test hook).
 - Board (secure_aggregation_mod): SecAgg+ messages go through secaggplus_mod, whose training
   stage is given edgefl's train handler in the shape the mod expects: the FitIns becomes edgefl's
