@@ -755,3 +755,122 @@ def load_server_optimizer_state(strategy: object, state: dict[str, Any]) -> None
 # norm and its fixedclipping_mod reads it (flwr.supercore.differential_privacy.KEY_CLIPPING_NORM): the
 # ClientApp applies the mod only to a message that carries it ([server.dp] mode = "local").
 DP_CLIPPING_NORM_KEY = "clipping_norm"
+
+
+# --- secure aggregation (edgefld.apps.secure_aggregation) --------------------------------------------
+# Flower's SecAgg+ (SecAggPlusWorkflow on the server, secaggplus_mod on the boards) is built on the legacy
+# API: the workflow reads the round and the model from a LegacyContext's state, asks a legacy Strategy's
+# configure_fit for (ClientProxy, FitIns) pairs, sends each board its FitIns as the legacy "fitins.*"
+# records, and hands aggregate_fit every board's FitRes with the unmasked weighted average of the
+# updates as its parameters; the mod reads the train reply as "fitres.*" records. These are the pieces
+# of that API the glue uses, and the log lines Flower writes at ERROR when a round falls below the
+# reconstruction threshold: an expected outcome of a board dropping out, reported by edgefl in one
+# WARNING line of its own.
+
+# The ConfigRecord of every SecAgg+ message, both ways (flwr.common.secure_aggregation.secaggplus_constants).
+SECAGG_CONFIGS_KEY = "secaggplus_configs"
+SECAGG_HALT_LINES = (
+    "Insufficient available nodes.",
+    "Not enough shares to recover secret in unmask vectors stage",
+    "The number of samples should be greater than 1.",
+)
+
+
+def secure_aggregation_context(context: Any, strategy: Any, node_ids: Iterable[int], grid: Any,
+                               current_round: int, arrays: Any) -> Any:
+    """The LegacyContext SecAggPlusWorkflow runs a round in: ``strategy`` as its legacy Strategy, a client
+    manager holding one proxy per node of the round (the workflow counts them in a log line), the round
+    number and the model where the workflow reads them (DefaultWorkflow's record keys)."""
+    from flwr.app import ConfigRecord
+    from flwr.server.client_manager import SimpleClientManager
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+    from flwr.server.workflow.constant import Key as WorkflowKey
+
+    manager = SimpleClientManager()
+    for node_id in node_ids:
+        manager.register(node_proxy(node_id, grid, context.run_id))
+    legacy = LegacyContext(context, strategy=strategy, client_manager=manager)
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: current_round})
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = arrays
+    return legacy
+
+
+def node_proxy(node_id: int, grid: Any, run_id: int) -> Any:
+    """The legacy ClientProxy of a node (the workflow keys its FitIns by the proxy's node_id)."""
+    from flwr.server.compat.grid_client_proxy import GridClientProxy
+
+    return GridClientProxy(node_id, grid, run_id)
+
+
+def legacy_strategy_base() -> type:
+    """Flower's legacy Strategy, the interface SecAggPlusWorkflow drives."""
+    from flwr.server.strategy import Strategy
+
+    return Strategy
+
+
+def fit_instruction(packed: Any, config: dict[str, Any]) -> Any:
+    """A legacy FitIns of one packed array and a train config (what configure_fit returns per node)."""
+    from flwr.common import FitIns, ndarrays_to_parameters
+
+    return FitIns(parameters=ndarrays_to_parameters([packed]), config=config)
+
+
+def fit_instruction_from(content: Any) -> tuple[Any, dict[str, Any]]:
+    """(the packed array, the train config) of a message the workflow sent as its FitIns."""
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common.recorddict_compat import recorddict_to_fitins
+
+    fitins = recorddict_to_fitins(content, keep_input=True)
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    if len(arrays) != 1:
+        raise ValueError(f"expected one packed array in the secure aggregation instruction, got {len(arrays)}")
+    return arrays[0], dict(fitins.config)
+
+
+def fit_result_content(update: Any, num_examples: int) -> Any:
+    """A RecordDict in the shape secaggplus_mod masks: a legacy FitRes of one array (the update) and its weight."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+    fitres = FitRes(status=Status(Code.OK, ""), parameters=ndarrays_to_parameters([update]),
+                    num_examples=num_examples, metrics={})
+    return fitres_to_recorddict(fitres, keep_input=True)
+
+
+def fit_result_arrays(fitres: Any) -> list[Any]:
+    """The arrays of a FitRes aggregate_fit receives (for SecAgg+: the unmasked weighted average)."""
+    from flwr.common import parameters_to_ndarrays
+
+    return list(parameters_to_ndarrays(fitres.parameters))
+
+
+def aggregate_parameters(arrays: list[Any]) -> Any:
+    """Legacy Parameters of ``arrays``: what aggregate_fit returns to the workflow."""
+    from flwr.common import ndarrays_to_parameters
+
+    return ndarrays_to_parameters(arrays)
+
+
+class _SecureAggregationHaltsAtInfo:
+    """Flower's SecAgg+ halt lines (SECAGG_HALT_LINES) at INFO: edgefl says what happened in its own WARNING."""
+
+    def filter(self, record: Any) -> bool:
+        import logging
+
+        if record.levelno == logging.ERROR and str(record.msg) in SECAGG_HALT_LINES:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_HALT_FILTER = _SecureAggregationHaltsAtInfo()
+
+
+def secure_aggregation_halts_at_info() -> None:
+    """Install the filter on Flower's logger (once per process: the ServerApp's)."""
+    import logging
+
+    logger = logging.getLogger("flwr")
+    if _HALT_FILTER not in logger.filters:
+        logger.addFilter(_HALT_FILTER)

@@ -180,7 +180,7 @@ class Failure:
     node: int | None  # Flower's node id; None: instructions the grid never sent (no board to name)
     cid: int | None  # None: the board never said (it vanished before its first reply)
     board: str | None
-    phase: str  # "train": the boards evaluate inside the train message
+    phase: str  # "train": the boards evaluate inside the train message; "aggregate": the round's, no board's
     code: int | None  # edgefl's code (4001-4099), Flower's error code, or None: no answer
     error: str | None  # the kind: an edgefl error name, "flower" or "timeout" (None: format 0, not an error reply)
     reason: str

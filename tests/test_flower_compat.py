@@ -8,14 +8,20 @@ down (or hangs) for a reason nobody sees.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import itertools
+import logging
 import signal as signal_module
 import time
 
 import flwr
 import pytest
 from flwr.app import Message, Metadata, RecordDict
+from flwr.compat.common import recorddict_compat
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, strategy_utils
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.supercore.error import FlowerError
@@ -41,6 +47,8 @@ from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 from edgefld import flower_compat
 from edgefld.client import node_events
+
+secaggplus_mod_module = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
 
 
 def _digest(function) -> str:
@@ -125,6 +133,30 @@ PINNED = [
      "current_arrays is the model the first round starts from (a resumed run's checkpoint), set once"),
     (FedAvgM.aggregate_train, "ebb415852dcdffc1",
      "momentum_vector is a list of arrays in the model's order; current_arrays becomes the new global model"),
+    # Secure aggregation (edgefld.apps.secure_aggregation through the secure_aggregation_* helpers).
+    (SecAggPlusWorkflow.__call__, "204402b446244e5e",
+     "it needs a LegacyContext and runs its four stages through grid.send_and_receive, one call each, in order"),
+    (SecAggPlusWorkflow._check_threshold, "5cbbc3639376397c",
+     "too few answering neighbours is logged at ERROR as \"Insufficient available nodes.\" and halts the round"),
+    (SecAggPlusWorkflow.setup_stage, "892a5a68cc6aef04",
+     "the round and model come from the context state's \"config\"/\"parameters\" records; configure_fit gives "
+     "(proxy, FitIns) pairs keyed by proxy.node_id and sent as fitins_to_recorddict; a float num_shares is a "
+     "fraction of the round's boards, a float threshold a fraction of num_shares (at least 2)"),
+    (SecAggPlusWorkflow.collect_masked_vectors_stage, "e2e2900e524ba35a",
+     "each board's FitIns records travel with the stage's SecAgg+ record; the masked vectors come back as bytes "
+     "in the secaggplus_configs record"),
+    (SecAggPlusWorkflow.unmask_stage, "c4639d18768446e9",
+     "aggregate_fit gets every surviving board's FitRes with the unmasked weighted average as its parameters"),
+    (secaggplus_mod_module.secaggplus_mod, "cc0e7d467b4de166",
+     "in the masked-vector stage it calls call_next with the FitIns message, reads the reply with "
+     "recorddict_to_fitres, empties its array records and keeps its other records; other stages never call it"),
+    (secaggplus_mod_module._collect_masked_vectors, "d638fe6563407bc1",
+     "the update is weighted by num_examples / max_weight, clipped to the clipping range and quantised"),
+    (recorddict_compat.recorddict_to_fitins, "9c48dab31aa95c3e", "a FitIns from the fitins.* records"),
+    (recorddict_compat.fitres_to_recorddict, "acf57f4322a2aa17", "the fitres.* records of a FitRes"),
+    (recorddict_compat.recorddict_to_fitres, "ab8028bbf3c2a953", "a FitRes from the fitres.* records"),
+    (GridClientProxy.__init__, "839ff1d0d282f5fd", "a proxy of a node id (node_proxy)"),
+    (LegacyContext.__init__, "7aa64b9361f7017d", "a legacy context shares the ServerApp context's state"),
 ]
 
 
@@ -682,3 +714,49 @@ def test_the_optimiser_state_is_where_edgefld_reads_it():
     adam, momentum = FedAdam(), FedAvgM(server_momentum=0.9)
     assert adam.m_t is None and adam.v_t is None and momentum.momentum_vector is None
     assert flower_compat.server_optimizer_state(adam) == {} == flower_compat.server_optimizer_state(momentum)
+
+
+def test_secure_aggregation_messages_are_where_the_glue_reads_them():
+    """The SecAgg+ record's key, and Flower's halt lines, each logged at ERROR where edgefl expects them."""
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    assert flower_compat.SECAGG_CONFIGS_KEY == RECORD_KEY_CONFIGS
+    workflow = inspect.getsource(SecAggPlusWorkflow)
+    for line in flower_compat.SECAGG_HALT_LINES:
+        assert f'ERROR, "{line}"' in " ".join(workflow.split()), line
+
+
+def test_an_instruction_and_a_result_round_trip_through_flowers_legacy_records():
+    import numpy as np
+
+    packed = np.arange(5, dtype=np.float16)
+    instruction = recorddict_compat.fitins_to_recorddict(
+        flower_compat.fit_instruction(packed, {"server-round": 3}), keep_input=True)
+    array, config = flower_compat.fit_instruction_from(instruction)
+    assert array.dtype == np.float16 and np.array_equal(array, packed) and config == {"server-round": 3}
+    update = np.linspace(-1, 1, 7, dtype=np.float32)
+    fitres = recorddict_compat.recorddict_to_fitres(flower_compat.fit_result_content(update, 42), keep_input=True)
+    assert fitres.num_examples == 42
+    (back,) = flower_compat.fit_result_arrays(fitres)
+    np.testing.assert_array_equal(back, update)
+
+
+def test_flowers_secure_aggregation_halt_lines_are_logged_at_info():
+    flower_compat.secure_aggregation_halts_at_info()
+    flower_compat.secure_aggregation_halts_at_info()  # once, however often it is asked
+    logger = logging.getLogger("flwr")
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.log(logging.ERROR, flower_compat.SECAGG_HALT_LINES[0])
+        logger.log(logging.ERROR, "something else went wrong")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.levelname for r in records] == ["INFO", "ERROR"]
+    assert sum(isinstance(f, type(flower_compat._HALT_FILTER)) for f in logger.filters) == 1

@@ -24,6 +24,7 @@ from flwr.common.logger import log
 
 from edgefld import __version__
 from edgefld.apps import settings
+from edgefld.apps.secure_aggregation import secure_aggregation_mod
 from edgefld.apps.weights import record_from, transport_dtype_of, weights_from
 from edgefld.config.schema import default
 from edgefld.records import BoardStatus, ClientIdentity, Refused, Trained, TrainMetrics
@@ -46,7 +47,8 @@ def clip_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
     return passed
 
 
-app = ClientApp(mods=[clip_when_asked])
+# Outermost first: a SecAgg+ message is unwrapped into edgefl's train message before anything else sees it.
+app = ClientApp(mods=[secure_aggregation_mod, clip_when_asked])
 
 
 def _process_age() -> float | None:

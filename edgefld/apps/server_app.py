@@ -1,5 +1,6 @@
 """The ServerApp: the run's strategy (Flower's FedAvg, FedProx, FedAdam, ...) over the boards,
-centralised evaluation, a checkpoint every round.
+centralised evaluation, a checkpoint every round; with [server] secure_aggregation, each round's
+training goes through Flower's SecAgg+ (edgefld.apps.secure_aggregation).
 
 With a ``state-dir`` in the run config, the global model is checkpointed after
 every round (atomically) and one JSON line per round is appended to
@@ -21,6 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from edgefld.apps import settings
+from edgefld.apps.secure_aggregation import SecureAggregation, run_secure_rounds
 from edgefld.apps.strategy import ResumableStrategy, make_strategy
 from edgefld.apps.weights import record_from, weights_from
 from edgefld.flower_compat import abandon_uploads_of_nodes_that_left, fast_grid_polls, patient_node_waits
@@ -85,7 +87,7 @@ def _main(grid: Grid, context: Context) -> None:
         fast_grid_polls(grid, float(run["grid-poll"]))
     abandon_uploads_of_nodes_that_left(grid)
     patient_node_waits()
-    strategy.start(
+    rounds: dict[str, Any] = dict(
         grid=grid,
         initial_arrays=record_from(weights),
         num_rounds=total_rounds - done,
@@ -93,6 +95,11 @@ def _main(grid: Grid, context: Context) -> None:
         train_config=ConfigRecord({"local-epochs": int(run["local-epochs"])}),
         evaluate_fn=recorder,
     )
+    secure = SecureAggregation.from_run(run)
+    if secure is None:
+        strategy.start(**rounds)
+    else:  # each round's training through Flower's SecAgg+: the strategy gets only the sum
+        run_secure_rounds(context=context, strategy=strategy, secure=secure, **rounds)
 
 
 class RoundRecorder:

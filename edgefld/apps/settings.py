@@ -49,6 +49,9 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "dp-mode": key("server.dp", "mode").default,
     "dp-clipping-norm": key("server.dp", "clipping_norm").default,
     "dp-noise-multiplier": key("server.dp", "noise_multiplier").default,
+    # [server] secure_aggregation and [server.secagg] (edgefld.apps.secure_aggregation)
+    "secure-aggregation": _server_default("secure_aggregation"),
+    **{f"secagg-{name.replace('_', '-')}": spec.default for name, spec in KEYS_BY_TABLE["server.secagg"].items()},
 }
 
 # --node-config of each SuperNode, from the client daemon's config and profile.
@@ -79,6 +82,7 @@ ERROR_TASK_REFUSED = 4003  # the board's profile does not allow this task
 ERROR_BACKEND = 4004  # the backend is not installed / not usable
 ERROR_INCOMPATIBLE = 4005  # server and client edgefl versions do not match
 ERROR_RESOURCES = 4006  # the board cannot afford the round now (memory, throttling, power mode)
+ERROR_SECURE_AGGREGATION = 4007  # the board cannot take part in this round's SecAgg+ (weight, protocol state)
 ERROR_INTERNAL = 4099
 
 ERROR_NAMES = {
@@ -88,6 +92,7 @@ ERROR_NAMES = {
     ERROR_BACKEND: "backend",
     ERROR_INCOMPATIBLE: "incompatible-version",
     ERROR_RESOURCES: "resources",
+    ERROR_SECURE_AGGREGATION: "secure-aggregation",
     ERROR_INTERNAL: "internal",
 }
 

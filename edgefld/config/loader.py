@@ -59,6 +59,7 @@ class Config:
     log: Section
     strategy: Section  # [server.strategy]
     dp: Section  # [server.dp]
+    secagg: Section  # [server.secagg]
     present: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # keys set in the file or by a flag
     origins: Mapping[tuple[str, str], str] = field(default_factory=dict)  # "file:line" or "--flag"
 

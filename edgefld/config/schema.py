@@ -222,6 +222,11 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
 
 
 
+# Strategies whose rule needs each board's update (a median, a trimmed mean, Krum's distances): secure
+# aggregation gives the server only the weighted sum, which the FedAvg family is built on.
+SUM_STRATEGIES = tuple(name for name in STRATEGIES if name not in ("fedmedian", "fedtrimmedavg", "krum"))
+
+
 def _in_words(items: list[str]) -> str:
     """"a", "a or b", "a, b or c"."""
     return " or ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
@@ -381,6 +386,12 @@ KEYS: tuple[Key, ...] = (
         flag="--dirichlet-alpha",
         doc="Concentration of the \"dirichlet\" partitioning: 0.1 gives most boards one or two classes, "
             "0.5 a skewed mix, 100 nearly IID. Unused by \"iid\"."),
+    Key("server", "secure_aggregation", "bool", False, flag="--secure-aggregation",
+        doc="Flower's SecAgg+: each board masks its update so that the server learns only the weighted sum of "
+            "the round's updates, never one board's (what it protects and what not: README \"Secure "
+            "aggregation\"). Its parameters are in [server.secagg]. Works with the FedAvg family of strategies "
+            "(fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad), with [server.dp] mode \"off\" or \"local\" "
+            "(not \"central\"), and needs min_clients >= 2 (3 or more to survive a board dropping out)."),
     # --- [server.strategy]: how the boards' updates become the next global model -----------
     Key("server.strategy", "name", "choice", "fedavg", choices=STRATEGIES, flag="--strategy",
         doc="Aggregation strategy, Flower's own implementation: \"fedavg\" (weighted mean), \"fedavgm\" "
@@ -421,6 +432,29 @@ KEYS: tuple[Key, ...] = (
         doc="Largest L2 norm of one board's update (all weights together) that reaches the aggregate."),
     Key("server.dp", "noise_multiplier", "float", 1.0, minimum=0.0, maximum=1e3,
         doc="Gaussian noise added to the aggregate, in units of clipping_norm / min_clients (0: clipping only)."),
+    # --- [server.secagg]: Flower's SecAgg+ parameters (with [server] secure_aggregation = true) --------
+    Key("server.secagg", "num_shares", "int", 0, minimum=0, maximum=100_000,
+        extra_check=lambda n: None if n == 0 or n >= 3 else f"must be 0 (every board of the round) or at least 3, "
+                                                             f"got {n}",
+        doc="Boards each board's secrets are shared with (itself included), Shamir's secret sharing: 0 = every "
+            "board of the round. Fewer (odd, >= 3) costs less on a large fleet and tolerates less collusion."),
+    Key("server.secagg", "reconstruction_threshold", "float", 0.67, minimum=0.0, minimum_exclusive=True,
+        maximum=1.0,
+        doc="Fraction of num_shares needed to rebuild a secret (at least 2 shares): a round completes while "
+            "every board still has this many of its share holders answering, and fails (the global model "
+            "unchanged, one WARNING naming the stage) below it. Higher: more boards must collude to unmask one "
+            "board; fewer may drop out."),
+    Key("server.secagg", "max_weight", "float", 10_000.0, minimum=1.0, maximum=1e9,
+        doc="Largest weight (a board's training samples in the round) SecAgg+ can carry: each board's update is "
+            "scaled by samples / max_weight before it is quantised, so keep it near the largest partition (a "
+            "larger value costs precision); a board with more samples refuses the round with a line saying so."),
+    Key("server.secagg", "clipping_range", "float", 0.0, minimum=0.0, maximum=1e6,
+        doc="Each value of a board's update (its change to the global model) is clipped to +-clipping_range "
+            "before quantisation. 0 = set every round from the model's weights: the largest absolute weight of "
+            "the global model the round starts from (a board counts the values it clipped; they show in its log)."),
+    Key("server.secagg", "quantization_range", "int", 4_194_304, minimum=256, maximum=268_435_456,
+        doc="Integer levels over [-clipping_range, clipping_range] (Flower's default 2^22). Masks are taken mod "
+            "2^32, so boards in a round x quantization_range must stay below 2^32 (1024 boards at 2^22)."),
     # --- [simulate]: the fleet before it exists (`edgefl simulate`) -------------------------------
     Key("simulate", "fleet", "str", "rpi-zero-2w:20,rpi-4-4gb:20,jetson-orin-nano:10", flag="--fleet",
         doc="The virtual fleet, \"BOARD:COUNT,...\": each virtual board gets the profile `edgefl detect` gives "
@@ -458,6 +492,7 @@ TABLES: dict[str, str] = {
     "server": "The federation's coordinator (used by `edgefl server`, unit edgefl-server).",
     "server.strategy": "The server's aggregation strategy and its hyperparameters (Flower's strategies).",
     "server.dp": "Differential privacy of the boards' updates (Flower's fixed-clipping DP).",
+    "server.secagg": "Secure aggregation (Flower's SecAgg+), on with [server] secure_aggregation = true.",
     "simulate": "A virtual fleet on Flower's simulation engine (used by `edgefl simulate`).",
     "log": "Logging, for both roles.",
 }
@@ -497,6 +532,30 @@ def check_tables(values: dict[str, dict[str, Any]], present: set[tuple[str, str]
             readers = _in_words(['"' + s + '"' for s, keys in STRATEGY_KEYS.items() if name in keys])
             return (key("server.strategy", name).dotted,
                     f'is read only by {readers}, not by name = "{strategy}"; remove it or choose one of those')
+    return _secure_aggregation_problem(values, present)
+
+
+def _secure_aggregation_problem(values: dict[str, dict[str, Any]],
+                                present: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """What secure aggregation cannot go with: the server sees only the sum of the round's updates."""
+    if not values["server"]["secure_aggregation"]:
+        for name, key_ in KEYS_BY_TABLE["server.secagg"].items():
+            if ("server.secagg", name) in present and values["server.secagg"][name] != key_.default:
+                return key_.dotted, "is read only with [server] secure_aggregation = true; remove it or set that"
+        return None
+    strategy = values["server.strategy"]["name"]
+    if strategy not in SUM_STRATEGIES:
+        allowed = _in_words(['"' + s + '"' for s in SUM_STRATEGIES])
+        return (key("server.strategy", "name").dotted,
+                f'"{strategy}" needs each board\'s update, which secure aggregation hides from the server; with '
+                f"[server] secure_aggregation = true use {allowed}")
+    if values["server.dp"]["mode"] == "central":
+        return (key("server.dp", "mode").dotted,
+                '"central" clips each board\'s update on the server, which secure aggregation hides from it; with '
+                '[server] secure_aggregation = true use "local" (the boards clip, the server noises the sum) or "off"')
+    if values["server"]["min_clients"] < 2:
+        return (key("server", "min_clients").dotted,
+                "secure aggregation needs at least 2 boards in a round (3 or more to survive one dropping out)")
     return None
 
 

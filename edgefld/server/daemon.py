@@ -63,7 +63,7 @@ def eval_backend_for_server() -> str:
 
 
 def server_run_config(config: Config, state_dir: Path) -> dict[str, Any]:
-    """The run config of the ServerApp and ClientApps from [server], [server.strategy] and [server.dp]
+    """The run config of the ServerApp and ClientApps from [server], [server.strategy], [server.dp] and [server.secagg]
     (edgefld.apps.settings): the daemon's and `edgefl simulate`'s."""
     s = config.server
     return {
@@ -78,6 +78,8 @@ def server_run_config(config: Config, state_dir: Path) -> dict[str, Any]:
         **{name.replace("_", "-"): value for name, value in config.strategy.values.items() if name != "name"},
         "dp-mode": config.dp.mode, "dp-clipping-norm": config.dp.clipping_norm,
         "dp-noise-multiplier": config.dp.noise_multiplier,
+        "secure-aggregation": s.secure_aggregation,
+        **{f"secagg-{name.replace('_', '-')}": value for name, value in config.secagg.values.items()},
     }
 
 

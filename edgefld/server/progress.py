@@ -79,7 +79,10 @@ def describe_round(record: RoundRecord, total: int) -> str:
         parts.append(f"{training.wall_seconds:.1f} s")
     line = ", ".join(parts)
     for failure in training.failures if training is not None else ():
-        line += f"; {failure.phase} failure of {failure.board_name()}: {failure.reason}"
+        if failure.node is None and failure.phase == "aggregate":  # the round's, no board's (secure aggregation)
+            line += f"; round failed: {failure.reason}"
+        else:
+            line += f"; {failure.phase} failure of {failure.board_name()}: {failure.reason}"
     return line
 
 

@@ -60,6 +60,24 @@ BAD_CONFIGS: list[tuple[str, bytes, tuple[str, ...], int | None]] = [
     ("not-utf8-latin1", b'[client]\n# caf\xe9\ncid = 1\n', ("not valid UTF-8", "0xe9"), 2),
     ("utf16-with-bom", "[client]\ncid = 1\n".encode("utf-16"), ("not valid UTF-8",), 1),
     ("nul-byte", b'[client]\ncid = 1\x00\n', ("NUL",), 2),
+    # Secure aggregation: what it cannot go with is named, with what is allowed.
+    ("secagg-with-krum", b'[server]\nsecure_aggregation = true\n[server.strategy]\nname = "krum"\n',
+     ("[server.strategy] name", '"krum" needs each board', '"fedavg"', '"fedadagrad"'), 4),
+    ("secagg-with-fedmedian", b'[server]\nsecure_aggregation = true\n[server.strategy]\nname = "fedmedian"\n',
+     ("[server.strategy] name", "secure aggregation hides"), 4),
+    ("secagg-with-central-dp", b'[server]\nsecure_aggregation = true\n[server.dp]\nmode = "central"\n',
+     ("[server.dp] mode", "secure aggregation hides", 'use "local"', '"off"'), 4),
+    ("secagg-one-client", b'[server]\nsecure_aggregation = true\nmin_clients = 1\n',
+     ("[server] min_clients", "at least 2 boards"), 3),
+    ("secagg-key-while-off", b'[server.secagg]\nmax_weight = 500.0\n',
+     ("[server.secagg] max_weight", "only with [server] secure_aggregation = true"), 2),
+    ("secagg-two-shares", b'[server]\nsecure_aggregation = true\n[server.secagg]\nnum_shares = 2\n',
+     ("[server.secagg] num_shares", "0 (every board of the round) or at least 3", "got 2"), 4),
+    ("secagg-threshold-zero", b'[server]\nsecure_aggregation = true\n[server.secagg]\nreconstruction_threshold = 0.0\n',
+     ("[server.secagg] reconstruction_threshold", "> 0 and <= 1"), 4),
+    ("secagg-as-string", b'[server]\nsecure_aggregation = "yes"\n',
+     ("[server] secure_aggregation", "true or false", 'string "yes"'), 2),
+    ("secagg-as-key", b'[server]\nsecagg = true\n', ("[server] secagg", "it is a table: [server.secagg]"), 2),
 ]
 
 

@@ -236,6 +236,25 @@ def documents(draw):
             if (table == "server.strategy" and key_name != "name" and key_name not in STRATEGY_KEYS[name]
                     and _accepts(key_, value) and value != key_.default):
                 culprits.add(key_.dotted)
+    # Secure aggregation: [server.secagg] set (not to its default) while it is off; while on, a strategy that
+    # needs each update, central DP, or fewer than 2 boards a round.
+    def valid(table: str, key_name: str) -> Any:
+        value = expected.get((table, key_name), KEYS_BY_TABLE[table][key_name].default)
+        return value if _accepts(KEYS_BY_TABLE[table][key_name], value) else None
+
+    secure = valid("server", "secure_aggregation")
+    if secure is False:
+        for (table, key_name), value in expected.items():
+            key_ = KEYS_BY_TABLE[table][key_name]
+            if table == "server.secagg" and _accepts(key_, value) and value != key_.default:
+                culprits.add(key_.dotted)
+    elif secure is True:
+        if valid("server.strategy", "name") in ("fedmedian", "fedtrimmedavg", "krum"):
+            culprits.add("[server.strategy] name")
+        if valid("server.dp", "mode") == "central":
+            culprits.add("[server.dp] mode")
+        if valid("server", "min_clients") == 1:
+            culprits.add("[server] min_clients")
     return "\n".join(top + lines) + "\n", expected, culprits
 
 

@@ -74,6 +74,7 @@ class Federation:
     client_config: dict[str, Any] = field(default_factory=dict)
     strategy_config: dict[str, Any] = field(default_factory=dict)  # [server.strategy]
     dp_config: dict[str, Any] = field(default_factory=dict)  # [server.dp]
+    secagg_config: dict[str, Any] = field(default_factory=dict)  # [server.secagg]
     port: int = field(default_factory=free_port)
     daemons: list[Daemon] = field(default_factory=list)
 
@@ -85,7 +86,8 @@ class Federation:
         """(Re)write the TOML file from server_config and client_config: a daemon started later reads it."""
         lines = ["[server]", f'listen = "{self.listen_host}:{self.port}"', 'state_dir = "server"', 'data_dir = "data"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in self.server_config.items()]
-        for table, values in (("server.strategy", self.strategy_config), ("server.dp", self.dp_config)):
+        for table, values in (("server.strategy", self.strategy_config), ("server.dp", self.dp_config),
+                              ("server.secagg", self.secagg_config)):
             if values:
                 lines += ["", f"[{table}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
         lines += ["", "[client]", "cid = 0", f'server = "{self.listen_host}:{self.port}"', 'data_dir = "data"',

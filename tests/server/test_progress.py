@@ -61,3 +61,14 @@ def test_a_round_without_the_boards_figures_is_still_said():
 def test_rounds_are_named_as_spans():
     assert ranges([1, 2, 3, 5, 7, 8]) == "1-3, 5, 7-8"
     assert ranges([4]) == "4" and ranges([]) == ""
+
+
+def test_a_round_secure_aggregation_could_not_complete_is_said_as_the_rounds_failure():
+    dropped = Failure(node=13, cid=2, board="Raspberry Pi 5", phase="train", code=None, error="timeout",
+                      reason="did not answer the secure aggregation collect-masked-vectors stage")
+    halted = Failure(node=None, cid=None, board=None, phase="aggregate", code=None, error="secure-aggregation",
+                     reason="secure aggregation stopped at its collect-masked-vectors stage: 2 of 3 boards answered")
+    line = describe_round(_round(2, (dropped, halted)), 3)
+    assert line.endswith("train failure of node 13 (cid 2, board Raspberry Pi 5): did not answer the secure "
+                         "aggregation collect-masked-vectors stage; round failed: secure aggregation stopped at its "
+                         "collect-masked-vectors stage: 2 of 3 boards answered"), line
