@@ -137,7 +137,40 @@ def run_clientapp(runtime_address: str, token: str) -> None:
     SuperExec would start it in a new one; it exits (SystemExit) as that process would."""
     from flwr.supernode.runtime.run_clientapp import run_clientapp as flower_run_clientapp
 
+    heartbeat_ends_before_task_output()
     flower_run_clientapp(runtime_api_address=runtime_address, token=token, insecure=True)
+
+
+def heartbeat_ends_before_task_output() -> None:
+    """A ClientApp's task heartbeat ends before the ClientApp reports its task done, not after.
+
+    Flower's run_clientapp pushes the task's output, on which the SuperNode revokes the task's token,
+    and only then stops its heartbeat thread. A heartbeat sent in between, or one held up behind the
+    ClientApp's own work (a thread of the same interpreter), reaches the SuperNode with a revoked
+    token, and the SuperNode logs "ERROR [/v1/runtime/send-task-heartbeat][ApiError:1008] Runtime
+    task-token authentication failed". Secure aggregation's stages run ClientApps of a fraction of
+    a second, which made it show. Here the heartbeat is stopped (its thread joined, so no request is
+    in flight) just before the output is pushed; Flower's own stop after it then finds nothing running.
+    Call once per ClientApp process, before run_clientapp."""
+    from flwr.supernode.runtime import run_clientapp as module
+
+    senders: list[Any] = []
+
+    class TrackedHeartbeatSender(module.HeartbeatSender):  # type: ignore[misc, name-defined]
+        def start(self) -> None:
+            senders.append(self)
+            super().start()
+
+    push_task_output = module.push_task_output
+
+    def push_task_output_after_heartbeat(*args: Any, **kwargs: Any) -> Any:
+        for sender in senders:
+            if sender.is_running:
+                sender.stop()
+        return push_task_output(*args, **kwargs)
+
+    _patch(module, "HeartbeatSender", TrackedHeartbeatSender)
+    _patch(module, "push_task_output", push_task_output_after_heartbeat)
 
 
 def bound_object_pulls() -> None:

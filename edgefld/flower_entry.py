@@ -29,7 +29,7 @@ import signal
 import sys
 from importlib.metadata import entry_points
 
-from edgefld.flower_compat import bound_object_pulls
+from edgefld.flower_compat import bound_object_pulls, heartbeat_ends_before_task_output
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
 
 SUPERLINK = "flower-superlink"
@@ -66,6 +66,8 @@ def main() -> None:
         link.install()  # patches Flower's functions: it holds after the edgefld modules leave sys.modules below
         logging.getLogger("flwr").addFilter(ExpectedErrorsAtInfo())
     bound_object_pulls()  # a ClientApp or ServerApp pulling a message's objects retries in 0.05 s, not 1 s
+    if name == "flwr-clientapp":
+        heartbeat_ends_before_task_output()  # as the warm runtime's ClientApps (edgefld.flower_compat)
     (entry,) = entry_points(group="console_scripts", name=name)
     sys.argv = [name, *args]  # Flower tells its processes apart by argv[0]
     # Flower's process must import as it would without us: a ServerApp or ClientApp resolves

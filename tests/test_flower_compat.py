@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import signal as signal_module
+import threading
 import time
 
 import flwr
@@ -96,7 +97,8 @@ PINNED = [
     (RuntimeHttpClient.AcquireTask, "f21b3440bebc1206", "AcquireTask answers an AcquireTaskRequest (ClientAppTasks)"),
     (run_clientapp, "6ce09559f3a2f5dc",
      "it is the whole of a flwr-clientapp process's work for one task token; the warm runtime runs it in a fork "
-     "(run_clientapp) and exits with its SystemExit"),
+     "(run_clientapp) and exits with its SystemExit; it starts a HeartbeatSender and, on exit, calls the module's "
+     "push_task_output before it stops the heartbeat (heartbeat_ends_before_task_output reverses the two)"),
     (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
      "a reply to send is an entry of msg_store, not retrieved, with a reply_to_message_id (reply_waiting)"),
     (inflatable_utils.pull_objects, "31bb2de46b450e6a",
@@ -178,6 +180,35 @@ def test_the_waits_edgefld_shortens_are_where_it_expects_them():
     assert supernode_internal.time is time or isinstance(supernode_internal.time, flower_compat._ShortSleeps)
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         assert {"initial_backoff", "backoff_cap"} <= set(function.__kwdefaults__)
+
+
+def test_a_clientapps_heartbeat_has_ended_before_its_task_output_is_pushed(monkeypatch):
+    # Flower's order (output, then heartbeat stop) let a heartbeat reach the SuperNode after the task's
+    # token was revoked: an ERROR line in secure aggregation's short stages.
+    from flwr.supernode.runtime import run_clientapp as module
+
+    monkeypatch.setattr(module, "HeartbeatSender", module.HeartbeatSender)
+    monkeypatch.setattr(module, "push_task_output", module.push_task_output)
+    flower_compat.heartbeat_ends_before_task_output()
+    in_flight = threading.Event()
+    events: list[str] = []
+
+    def heartbeat() -> bool:
+        in_flight.set()
+        time.sleep(0.3)  # a heartbeat request still on its way when the task ends
+        events.append("heartbeat answered")
+        return True
+
+    class RuntimeClient:  # what push_task_output calls on Flower's RuntimeHttpClient
+        def PushTaskOutput(self, request: object) -> None:  # noqa: N802 (Flower's RPC name)
+            events.append("task output pushed")
+
+    sender = module.HeartbeatSender(heartbeat)
+    sender.start()
+    assert in_flight.wait(5)
+    module.push_task_output(client=RuntimeClient(), context=None, sub_status="completed", details="")
+    assert events == ["heartbeat answered", "task output pushed"]
+    assert not sender.is_running
 
 
 def test_a_missing_object_is_pulled_again_within_a_fraction_of_a_second():
