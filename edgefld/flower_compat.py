@@ -40,7 +40,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterable
-from logging import ERROR, WARNING
+from logging import ERROR, INFO, WARNING
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -886,24 +886,35 @@ def aggregate_parameters(arrays: list[Any]) -> Any:
     return ndarrays_to_parameters(arrays)
 
 
-class _SecureAggregationHaltsAtInfo:
-    """Flower's SecAgg+ halt lines (SECAGG_HALT_LINES) at INFO: edgefl says what happened in its own WARNING."""
-
-    def filter(self, record: Any) -> bool:
-        import logging
-
-        if record.levelno == logging.ERROR and str(record.msg) in SECAGG_HALT_LINES:
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-_HALT_FILTER = _SecureAggregationHaltsAtInfo()
+def _secagg_halt(text: str) -> bool:
+    return text in SECAGG_HALT_LINES
 
 
 def secure_aggregation_halts_at_info() -> None:
-    """Install the filter on Flower's logger (once per process: the ServerApp's)."""
+    """Flower's SecAgg+ halt lines (SECAGG_HALT_LINES) at INFO in this process (the ServerApp's): edgefl says
+    what happened in its own WARNING."""
+    expected_errors_at_info(_secagg_halt)
+
+
+class ExpectedErrorsAtInfo:
+    """A filter on Flower's logger: the ERROR records whose message ``expected`` accepts are logged at INFO.
+
+    Flower logs some outcomes that are part of edgefl's normal operation at ERROR (edgefld.flower_entry's
+    SuperLink lines, the SecAgg+ halts); every other error stays an ERROR."""
+
+    def __init__(self, expected: Callable[[str], bool]) -> None:
+        self.expected = expected
+
+    def filter(self, record: Any) -> bool:
+        if record.levelno == ERROR and self.expected(str(record.msg)):
+            record.levelno, record.levelname = INFO, "INFO"
+        return True
+
+
+def expected_errors_at_info(expected: Callable[[str], bool]) -> None:
+    """Install ExpectedErrorsAtInfo(expected) on Flower's logger, once however often it is asked."""
     import logging
 
     logger = logging.getLogger("flwr")
-    if _HALT_FILTER not in logger.filters:
-        logger.addFilter(_HALT_FILTER)
+    if not any(isinstance(f, ExpectedErrorsAtInfo) and f.expected is expected for f in logger.filters):
+        logger.addFilter(ExpectedErrorsAtInfo(expected))

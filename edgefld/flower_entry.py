@@ -24,12 +24,11 @@ too. Those lines are logged at INFO; every other error stays an ERROR.
 from __future__ import annotations
 
 import itertools
-import logging
 import signal
 import sys
 from importlib.metadata import entry_points
 
-from edgefld.flower_compat import bound_object_pulls, heartbeat_ends_before_task_output
+from edgefld.flower_compat import bound_object_pulls, expected_errors_at_info, heartbeat_ends_before_task_output
 from edgefld.procs import FLOWER_CHILDREN, die_with_parent
 
 SUPERLINK = "flower-superlink"
@@ -37,13 +36,9 @@ SUPERLINK = "flower-superlink"
 EXPECTED_API_ERRORS = (("[/v1/fleet/", "[ApiError:2007]"), ("[/v1/fleet/", "[UnexpectedError:ClientDisconnect]"))
 
 
-class ExpectedErrorsAtInfo(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR:
-            text = str(record.msg)
-            if any(text.startswith(path) and code in text for path, code in EXPECTED_API_ERRORS):
-                record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
+def expected_superlink_error(text: str) -> bool:
+    """An error line of the SuperLink's that is expected (see above)."""
+    return any(text.startswith(path) and tag in text for path, tag in EXPECTED_API_ERRORS)
 
 
 def _parent_pid(args: list[str]) -> int | None:
@@ -64,7 +59,7 @@ def main() -> None:
         from edgefld.server import link
 
         link.install()  # patches Flower's functions: it holds after the edgefld modules leave sys.modules below
-        logging.getLogger("flwr").addFilter(ExpectedErrorsAtInfo())
+        expected_errors_at_info(expected_superlink_error)
     bound_object_pulls()  # a ClientApp or ServerApp pulling a message's objects retries in 0.05 s, not 1 s
     if name == "flwr-clientapp":
         heartbeat_ends_before_task_output()  # as the warm runtime's ClientApps (edgefld.flower_compat)
