@@ -1,7 +1,8 @@
-"""A network namespace of our own joined to this host by a veth pair: a board on its own link.
+"""Network namespaces of our own: a board on its own link (board_namespace: a veth pair to this host), or
+a loopback-only namespace (loopback_namespace: what runs there can reach, and be reached on, 127.0.0.1 only).
 
-Needs root and iproute2. The namespace and the host end of the pair are deleted on exit,
-whatever happened inside.
+Needs root and iproute2. The namespace (and the host end of a pair) is deleted on exit, whatever
+happened inside.
 """
 
 from __future__ import annotations
@@ -53,4 +54,15 @@ def board_namespace(name: str, host_ip: str, board_ip: str) -> Iterator[BoardLin
         yield BoardLink(name, host_if, host_ip, board_ip)
     finally:
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextmanager
+def loopback_namespace(name: str) -> Iterator[str]:
+    """Namespace NAME with its loopback up and no other interface; yields NAME."""
+    _ip("netns", "add", name)
+    try:
+        _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)

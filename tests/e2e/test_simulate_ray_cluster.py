@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.netns import can_make_namespaces
+from tests.e2e.netns import can_make_namespaces, loopback_namespace
 
 pytest.importorskip("ray", reason="edgefl simulate needs edgefl[simulation] (Ray)")
 
@@ -68,30 +68,26 @@ def _reap() -> None:
 @pytest.fixture
 def ray_cluster() -> Iterator[tuple[str, Path]]:
     """A Ray head in a namespace of its own: (the namespace, Ray's temp dir)."""
-    namespace = f"edgefl-ray-{uuid.uuid4().hex[:8]}"
-    subprocess.run(_ip("netns", "add", namespace), check=True, capture_output=True, timeout=10)
-    temp = Path(tempfile.mkdtemp(prefix="edgefl-ray-"))  # short: Ray's socket paths must fit 107 bytes
-    try:
-        subprocess.run(_ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up"), check=True,
-                       capture_output=True, timeout=10)
-        started = subprocess.run(
-            _ip("netns", "exec", namespace, str(RAY), "start", "--head", f"--port={PORT}",
-                "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-                "--disable-usage-stats", f"--temp-dir={temp}"),
-            capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield namespace, temp
-    finally:
-        _end(_pids_in(namespace), signal.SIGTERM)
-        deadline = time.monotonic() + 8  # what does not end on SIGTERM by then is killed
-        while _pids_in(namespace) and time.monotonic() < deadline:
-            _reap()
+    with loopback_namespace(f"edgefl-ray-{uuid.uuid4().hex[:8]}") as namespace:
+        temp = Path(tempfile.mkdtemp(prefix="edgefl-ray-"))  # short: Ray's socket paths must fit 107 bytes
+        try:
+            started = subprocess.run(
+                _ip("netns", "exec", namespace, str(RAY), "start", "--head", f"--port={PORT}",
+                    "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+                    "--disable-usage-stats", f"--temp-dir={temp}"),
+                capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield namespace, temp
+        finally:
+            _end(_pids_in(namespace), signal.SIGTERM)
+            deadline = time.monotonic() + 8  # what does not end on SIGTERM by then is killed
+            while _pids_in(namespace) and time.monotonic() < deadline:
+                _reap()
+                time.sleep(0.5)
+            _end(_pids_in(namespace), signal.SIGKILL)
             time.sleep(0.5)
-        _end(_pids_in(namespace), signal.SIGKILL)
-        time.sleep(0.5)
-        _reap()
-        subprocess.run(_ip("netns", "del", namespace), capture_output=True, timeout=10)
-        subprocess.run(["rm", "-rf", str(temp)], capture_output=True, timeout=30)
+            _reap()
+            subprocess.run(["rm", "-rf", str(temp)], capture_output=True, timeout=30)
 
 
 def test_a_virtual_fleet_runs_on_an_existing_ray_cluster(tmp_path, edgefl_exe, ray_cluster):
