@@ -304,7 +304,7 @@ def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog
     """The round's record from the protocol's exchanges: each board that failed, named, with the stage it
     failed in; each board's identity, timings and metrics from its masked-vector reply (sent in the clear
     beside the masked update). Returns the metrics of the boards whose masked update was received."""
-    from edgefld.apps.strategy import FLOWER_ERROR, TIMEOUT_ERROR, payload_bytes
+    from edgefld.apps.strategy import payload_bytes
     from edgefld.records import ClientIdentity
 
     accepted: dict[int, dict[str, Any]] = {}
@@ -320,11 +320,8 @@ def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog
                     strategy.describe_node(node), stage.name, true_round)
                 continue
             if reply.has_error():
-                kind = settings.ERROR_NAMES.get(reply.error.code, FLOWER_ERROR)
-                reason = f"secure aggregation {stage.name} stage: {(reply.error.reason or '')[:300]}"
-                log(WARNING, "edgefl: %s failed round %d (%s): %s", strategy.describe_node(node), true_round, kind,
-                    reason)
-                stats.failures.append(strategy.failure(node, reply.error.code, kind, reason))
+                strategy.record_error_reply(stats, node, reply.error, true_round,
+                                            f"secure aggregation {stage.name} stage: ")
                 failed.add(node)
                 continue
             stats.bytes_received += payload_bytes(reply.content) + _config_bytes(reply.content)
@@ -337,18 +334,15 @@ def _record_stages(strategy: ResumableStrategy, stats: Any, stage_log: _StageLog
             except (KeyError, ValueError):
                 continue  # the update is in the sum all the same: only the record lacks its figures
             strategy.boards[node] = client.board_identity()
-            stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
-            stats.add_timings(reported)
-            stats.trained[node] = reported.split(None)
+            strategy.record_trained(stats, node, client, reported, None)
             accepted[node] = dict(reply.content.metric_records.get("metrics") or {})
             clipped = accepted[node].get(CLIPPED_METRIC, 0)
             if clipped:
                 log(WARNING, "edgefl: %s: %d values of its round %d update were beyond the clipping range and "
                     "clipped", strategy.describe_node(node), int(clipped), true_round)
         for node in sorted((set(stage.sent.values()) - answered) - failed - set(accepted)):
-            reason = f"did not answer the secure aggregation {stage.name} stage within the round timeout"
-            log(WARNING, "edgefl: %s %s of round %d", strategy.describe_node(node), reason, true_round)
-            stats.failures.append(strategy.failure(node, None, TIMEOUT_ERROR, reason))
+            strategy.record_silent(stats, node, true_round,
+                                   f"did not answer the secure aggregation {stage.name} stage within the round timeout")
             failed.add(node)
     return accepted
 

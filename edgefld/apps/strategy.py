@@ -22,7 +22,7 @@ from logging import WARNING
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -238,13 +238,7 @@ class ResumableStrategy(FedAvg):
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
-                # A board's refusal (edgefl codes 4001-4099: no data, cannot afford the round, ...) is
-                # part of the round's record, named, not a crash: the round goes on with the others.
-                kind = settings.ERROR_NAMES.get(reply.error.code, FLOWER_ERROR)
-                reason = (reply.error.reason or "")[:300]
-                log(WARNING, "edgefl: %s failed round %d (%s): %s", self.describe_node(node), true_round, kind,
-                    reason)
-                stats.failures.append(self.failure(node, reply.error.code, kind, reason))
+                self.record_error_reply(stats, node, reply.error, true_round)
                 continue
             stats.bytes_received += payload_bytes(reply.content)
             client_config = reply.content.get("client")
@@ -264,18 +258,14 @@ class ResumableStrategy(FedAvg):
             except (KeyError, ValueError) as exc:  # RecordError is a ValueError
                 self._refuse(stats, node, settings.ERROR_INTERNAL, f"reply not aggregated: {exc}")
                 continue
-            stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
-            stats.add_timings(reported)
             # From the instruction's creation (here) to the reply's (on the board): two clocks.
             instructed = sent_at.get(reply.metadata.reply_to_message_id)
-            stats.trained[node] = reported.split(None if instructed is None
-                                                 else reply.metadata.created_at - instructed)
+            self.record_trained(stats, node, client, reported,
+                                None if instructed is None else reply.metadata.created_at - instructed)
             accepted.append((client.cid, node, reply))
         silent = [m.metadata.dst_node_id for m in stats.sent if m.metadata.dst_node_id not in answered]
         for node in silent:
-            reason = "did not answer within the round timeout"
-            log(WARNING, "edgefl: %s %s of round %d", self.describe_node(node), reason, true_round)
-            stats.failures.append(self.failure(node, None, TIMEOUT_ERROR, reason))
+            self.record_silent(stats, node, true_round, "did not answer within the round timeout")
         missing = stats.train_sent - len(replies) - len(silent)
         if missing > 0:  # instructions the grid never gave an id (not sent): no board to name
             stats.failures.append(self.failure(None, None, TIMEOUT_ERROR,
@@ -292,6 +282,29 @@ class ResumableStrategy(FedAvg):
             arrays, metrics = super().aggregate_train(true_round, ordered)
         stats.train_metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         return (None if arrays is None else to_global_model(arrays)), metrics
+
+    def record_error_reply(self, stats: RoundStats, node: int, error: Error, true_round: int,
+                           context: str = "") -> None:
+        """A board's error reply, in the round's record, named, and one WARNING line: a board's refusal
+        (edgefl codes 4001-4099: no data, cannot afford the round, ...) is not a crash, and the round goes
+        on with the others. ``context`` precedes the board's reason."""
+        kind = settings.ERROR_NAMES.get(error.code, FLOWER_ERROR)
+        reason = f"{context}{(error.reason or '')[:300]}"
+        log(WARNING, "edgefl: %s failed round %d (%s): %s", self.describe_node(node), true_round, kind, reason)
+        stats.failures.append(self.failure(node, error.code, kind, reason))
+
+    def record_silent(self, stats: RoundStats, node: int, true_round: int, reason: str) -> None:
+        """A board that did not answer: in the round's record, named, and one WARNING line."""
+        log(WARNING, "edgefl: %s %s of round %d", self.describe_node(node), reason, true_round)
+        stats.failures.append(self.failure(node, None, TIMEOUT_ERROR, reason))
+
+    @staticmethod
+    def record_trained(stats: RoundStats, node: int, client: ClientIdentity, reported: TrainMetrics,
+                       transfer_gap: float | None) -> None:
+        """A board whose update the round aggregates: its backend, timings and split in the round's record."""
+        stats.backends[client.backend] = stats.backends.get(client.backend, 0) + 1
+        stats.add_timings(reported)
+        stats.trained[node] = reported.split(transfer_gap)
 
     def _refuse(self, stats: RoundStats, node: int, code: int, reason: str) -> None:
         """A reply that is not aggregated: logged and recorded, named."""
