@@ -48,10 +48,20 @@ if TYPE_CHECKING:
 
 FLOWER_VERSION = "1.42.0"
 
-# A missing object (its sender still uploading, or the task created before its objects were stored)
-# is retried after 0.05 s, doubling up to 0.5 s: Flower's 1 s first retry alone exceeds a round's budget.
+# A SuperNode pulling a missing object from the server (its sender still uploading) asks again after
+# 0.05 s, doubling up to 0.5 s: Flower's 1 s first retry alone exceeds a round's budget, and a fleet's
+# retries load the server.
 PULL_INITIAL_BACKOFF_S = 0.05
 PULL_BACKOFF_CAP_S = 0.5
+# An app pulls from its own machine's runtime: a ClientApp from its SuperNode, whose task exists while
+# it still downloads the message's objects; a ServerApp from its SuperLink, which hands out a reply
+# while its board still uploads the objects. With the backoff above each started up to 0.35 s after
+# the objects were all there. Their pulls go one message at a time, so their retries are a few local
+# requests a second whatever the fleet's size: every 0.02 s, doubling to 0.1 s, for as long as a
+# SuperNode's own pulls may take (500 tries, at most 0.5 s apart).
+LOCAL_PULL_INITIAL_BACKOFF_S = 0.02
+LOCAL_PULL_BACKOFF_CAP_S = 0.1
+LOCAL_PULL_MAX_S = 250.0
 
 # The SuperNode polls the server every FAST_POLL_S while a federation is busy (FAST_WINDOW_S after the
 # last message it received), then slows down by doubling up to IDLE_POLL_S, Flower's own interval:
@@ -59,9 +69,9 @@ PULL_BACKOFF_CAP_S = 0.5
 FAST_POLL_S = 0.2
 FAST_WINDOW_S = 30.0
 IDLE_POLL_S = 3.0
-# While a ClientApp works, the SuperNode checks its local store for the reply (and the reply's objects)
-# every REPLY_WAIT_S (Flower: 0.5 s); a local lookup, no network.
-REPLY_WAIT_S = 0.05
+# A ClientApp's reply wakes the SuperNode's loop as it is stored (node_state_events); the reply's objects,
+# which the ClientApp uploads next, are looked for every REPLY_WAIT_S (Flower: 0.5 s): a local lookup.
+REPLY_WAIT_S = 0.02
 # What the pull wrapper returns to Flower's loop when no message came but a reply waits: the loop
 # only tests it against None, then sends the waiting replies.
 REPLY_WAITING = 0
@@ -173,17 +183,24 @@ def heartbeat_ends_before_task_output() -> None:
     _patch(module, "push_task_output", push_task_output_after_heartbeat)
 
 
-def bound_object_pulls() -> None:
-    """Every object pull of this process retries quickly (ClientApp, SuperNode, ServerApp).
+def bound_object_pulls(*, local: bool) -> None:
+    """Every object pull of this process retries quickly: ``local`` for an app (a ClientApp, a ServerApp)
+    pulling from its own machine's runtime, else (a SuperNode) at the pace a server can afford.
 
     The two pull functions take the backoff as keyword defaults bound at definition time,
     so the defaults themselves are changed: each caller (run_clientapp, the SuperNode, the
     ServerApp's grid) gets them whatever name it imported the function under."""
     from flwr.supercore.inflatable import inflatable_utils
 
+    if local:
+        policy: dict[str, Any] = {"initial_backoff": LOCAL_PULL_INITIAL_BACKOFF_S,
+                                  "backoff_cap": LOCAL_PULL_BACKOFF_CAP_S,
+                                  "max_tries_per_object": None, "max_time": LOCAL_PULL_MAX_S}
+    else:
+        policy = {"initial_backoff": PULL_INITIAL_BACKOFF_S, "backoff_cap": PULL_BACKOFF_CAP_S}
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         defaults = dict(function.__kwdefaults__ or {})
-        defaults.update(initial_backoff=PULL_INITIAL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S)
+        defaults.update(policy)
         function.__kwdefaults__ = defaults
 
 
@@ -218,15 +235,10 @@ def reply_waiting(state: Any) -> bool:
                    for entry in state.msg_store.values())
 
 
-def message_in_work(state: Any) -> bool:
-    """Whether the SuperNode's state holds a message from the server (its reply not sent yet)."""
-    with state.lock_msg_store:
-        return any(entry.message.metadata.reply_to_message_id == "" for entry in state.msg_store.values())
-
-
-def adaptive_supernode_polls() -> None:
-    """The SuperNode's loop polls at poll_interval, never blocks on a reply, and waits REPLY_WAIT_S for a
-    reply's objects.
+def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
+    """The SuperNode's loop polls at poll_interval, never blocks on a reply, sends a reply as soon as a
+    ClientApp stores it, and waits REPLY_WAIT_S for a reply's objects; ``on_task`` is called each time a
+    ClientApp task is created (the warm runtime claims it at once, instead of at its next poll).
 
     Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
     that returns None: the wrapper installed here polls again itself until a message comes, so
@@ -249,8 +261,14 @@ def adaptive_supernode_polls() -> None:
 
     pull = internal._pull_and_store_message
     last_message = [time.monotonic()]  # a starting node is about to be asked: it polls fast at first
+    reply_stored = threading.Event()
+    watched: list[Any] = []
 
     def polling_pull(**kwargs: Any) -> int | None:
+        state = kwargs["state"]
+        if not watched:
+            node_state_events(state, reply_stored.set, on_task)
+            watched.append(state)
         interval = FAST_POLL_S
         while True:
             run_id = pull(**kwargs)
@@ -258,15 +276,17 @@ def adaptive_supernode_polls() -> None:
                 last_message[0] = time.monotonic()
                 return run_id
             interval = poll_interval(time.monotonic() - last_message[0], interval)
-            # While a ClientApp works, look for its reply every REPLY_WAIT_S (a local lookup) and
-            # ask the server again every ``interval``; an idle node only asks the server.
+            # Until the server is asked again, a ClientApp's reply (or the error reply Flower stores
+            # for a task that failed) ends the wait as it is stored.
             wake_at = time.monotonic() + interval
             while True:
-                if reply_waiting(kwargs["state"]):
+                reply_stored.clear()  # before looking: a reply stored after the look sets it again
+                if reply_waiting(state):
                     return REPLY_WAITING
-                if time.monotonic() >= wake_at:
+                remaining = wake_at - time.monotonic()
+                if remaining <= 0:
                     break
-                time.sleep(REPLY_WAIT_S if message_in_work(kwargs["state"]) else interval)
+                reply_stored.wait(remaining)
 
     push = internal._push_messages
 
@@ -277,6 +297,33 @@ def adaptive_supernode_polls() -> None:
     _patch(internal, "_pull_and_store_message", polling_pull)
     _patch(internal, "_push_messages", push_waiting_replies)
     _patch(internal, "time", _ShortSleeps())
+
+
+def node_state_events(state: Any, on_reply: Callable[[], None], on_task: Callable[[], None] | None) -> None:
+    """Calls ``on_reply`` after a reply is stored in this SuperNode's ``state`` (a ClientApp's, through
+    store_message_and_object_tree, or an error reply Flower makes for a failed task) and ``on_task``
+    after a ClientApp task is created (_pull_and_store_message does it before it pulls the message's
+    objects: a ClientApp may start while they download)."""
+    store_message = state.store_message
+
+    def storing(message: Any) -> str | None:
+        message_id: str | None = store_message(message)
+        if message.metadata.reply_to_message_id:
+            on_reply()
+        return message_id
+
+    _patch(state, "store_message", storing)
+    if on_task is None:
+        return
+    create_task = state.create_task
+
+    def creating(*args: Any, **kwargs: Any) -> Any:
+        task_id = create_task(*args, **kwargs)
+        if task_id is not None:
+            on_task()
+        return task_id
+
+    _patch(state, "create_task", creating)
 
 
 # While the ServerApp waits for enough boards, it asks again after 1 s, then 2 s, ... up to

@@ -25,6 +25,8 @@ from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi, strategy_utils
 from flwr.serverapp.strategy.fedopt import FedOpt
+from flwr.supercore.constant import TaskType
+from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
 from flwr.supercore.error import FlowerError
 from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.exit import exit_handler, signal_handler
@@ -67,7 +69,9 @@ PINNED = [
      "object_store's get, b\"\" (sleeping 0.5 s) while the ClientApp has not uploaded it (on_reply_pushes)"),
     (supernode_internal._pull_and_store_message, "eaf5d0e36dc34e4c",
      "a message whose run stops while it is received stays stored (its reply comes later, unasked); a new "
-     "run's FAB comes from its keyword argument get_fab, after receive(), before anything is stored (refuse_fabs)"),
+     "run's FAB comes from its keyword argument get_fab, after receive(), before anything is stored (refuse_fabs); "
+     "it creates the ClientApp's task (its keyword argument state's create_task) before it pulls the message's "
+     "objects (node_state_events: the warm runtime claims the task as it is created)"),
     (supernode_internal._insert_message, "a0c6f4605e993f04",
      "it stores a reply in the node state and its objects in the store, as Flower's own FAB-verification "
      "error reply is stored (refuse_fabs)"),
@@ -99,12 +103,20 @@ PINNED = [
      "it is the whole of a flwr-clientapp process's work for one task token; the warm runtime runs it in a fork "
      "(run_clientapp) and exits with its SystemExit; it starts a HeartbeatSender and, on exit, calls the module's "
      "push_task_output before it stops the heartbeat (heartbeat_ends_before_task_output reverses the two)"),
+    (InMemoryNodeState.store_message_and_object_tree, "6712f3c6442a9092",
+     "a ClientApp's reply is stored through self.store_message (node_state_events wakes the SuperNode's loop)"),
+    (InMemoryNodeState._store_error_replies, "3af03090bfae3ea7",
+     "the error replies Flower makes for failed or expired tasks are stored through self.store_message too"),
+    (InMemoryCoreState.create_task, "ca22dc66c8990283",
+     "it returns the new task's id, or None when none was created (node_state_events)"),
     (InMemoryNodeState.get_messages_legacy, "1a5a9140a90c95b9",
      "a reply to send is an entry of msg_store, not retrieved, with a reply_to_message_id (reply_waiting)"),
     (inflatable_utils.pull_objects, "31bb2de46b450e6a",
-     "its backoff comes from the keyword defaults initial_backoff and backoff_cap"),
+     "its backoff and bounds come from the keyword defaults initial_backoff, backoff_cap, max_tries_per_object "
+     "(None: no bound) and max_time, from the start of the pull (bound_object_pulls)"),
     (inflatable_utils.pull_and_inflate_object_from_tree, "139811483a15e4a6",
-     "it passes its own keyword defaults initial_backoff and backoff_cap to pull_objects"),
+     "it passes its own keyword defaults initial_backoff, backoff_cap, max_tries_per_object and max_time to "
+     "pull_objects"),
     (strategy_utils.sample_nodes, "5665d8afcffe5ea5",
      "while too few nodes are connected it calls the module's sleep(1), then asks again (patient_node_waits)"),
     (HttpGrid.send_and_receive, "699c9f048f3cff74",
@@ -179,7 +191,7 @@ def test_the_waits_edgefld_shortens_are_where_it_expects_them():
     assert inspect.getsource(supernode_internal._push_messages).count("time.sleep(0.5)") == 2
     assert supernode_internal.time is time or isinstance(supernode_internal.time, flower_compat._ShortSleeps)
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
-        assert {"initial_backoff", "backoff_cap"} <= set(function.__kwdefaults__)
+        assert {"initial_backoff", "backoff_cap", "max_tries_per_object", "max_time"} <= set(function.__kwdefaults__)
 
 
 def test_a_clientapps_heartbeat_has_ended_before_its_task_output_is_pushed(monkeypatch):
@@ -211,26 +223,52 @@ def test_a_clientapps_heartbeat_has_ended_before_its_task_output_is_pushed(monke
     assert not sender.is_running
 
 
-def test_a_missing_object_is_pulled_again_within_a_fraction_of_a_second():
-    saved = {f: dict(f.__kwdefaults__) for f in (inflatable_utils.pull_objects,
-                                                   inflatable_utils.pull_and_inflate_object_from_tree)}
+def _pull_after_unavailable(times: int) -> list[float]:
+    """When each attempt of an object pull came (monotonic), the object there from attempt ``times`` + 1."""
     attempts: list[float] = []
 
     def pull(object_id: str) -> bytes:
         attempts.append(time.monotonic())
-        if len(attempts) <= 3:  # not uploaded yet: Flower would wait 1 + 2 + 4 s
+        if len(attempts) <= times:  # not uploaded yet
             raise ObjectUnavailableError(object_id)
         return b"content"
 
-    try:
-        flower_compat.bound_object_pulls()
-        started = time.monotonic()
-        assert inflatable_utils.pull_objects(["a" * 64], pull) == {"a" * 64: b"content"}
-        assert time.monotonic() - started < 1.0, attempts
-        assert len(attempts) == 4
-    finally:
-        for function, defaults in saved.items():
-            function.__kwdefaults__ = defaults
+    assert inflatable_utils.pull_objects(["a" * 64], pull) == {"a" * 64: b"content"}
+    return attempts
+
+
+@pytest.fixture
+def pull_defaults():
+    saved = {f: dict(f.__kwdefaults__) for f in (inflatable_utils.pull_objects,
+                                                   inflatable_utils.pull_and_inflate_object_from_tree)}
+    yield
+    for function, defaults in saved.items():
+        function.__kwdefaults__ = defaults
+
+
+def test_a_missing_object_is_pulled_again_within_a_fraction_of_a_second(pull_defaults):
+    flower_compat.bound_object_pulls(local=False)
+    attempts = _pull_after_unavailable(3)  # Flower would wait 1 + 2 + 4 s
+    assert len(attempts) == 4
+    assert attempts[-1] - attempts[0] < 1.0, attempts
+    # A SuperNode or a ServerApp keeps Flower's bound on tries: its retries load a shared server.
+    assert inflatable_utils.pull_objects.__kwdefaults__["max_tries_per_object"] == 500
+
+
+def test_an_app_pulls_again_from_its_own_runtime_within_tens_of_milliseconds(pull_defaults):
+    # A ClientApp's SuperNode (a ServerApp's SuperLink) still receives the message's objects while the
+    # app asks for them: five misses cost 0.05 + 0.1 + 0.2 + 0.4 + 0.5 s at a server's pace, here 0.3 s.
+    flower_compat.bound_object_pulls(local=True)
+    attempts = _pull_after_unavailable(5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert len(attempts) == 6
+    assert max(gaps) < 0.1 * 1.2 + 0.05, gaps  # the cap, its 20 % jitter, a loaded machine's scheduling
+    assert attempts[-1] - attempts[0] < 0.5, gaps
+    # Bounded by time, as long as the SuperNode's own pulls may take, not by a count of fast tries.
+    defaults = inflatable_utils.pull_and_inflate_object_from_tree.__kwdefaults__
+    assert defaults["max_tries_per_object"] is None
+    assert defaults["max_time"] == flower_compat.LOCAL_PULL_MAX_S
+    assert 500 * flower_compat.PULL_BACKOFF_CAP_S <= flower_compat.LOCAL_PULL_MAX_S
 
 
 def test_poll_interval_is_fast_after_a_message_and_backs_off_to_flowers_when_idle():
@@ -279,7 +317,7 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
         supernode_internal._pull_and_store_message = empty_pull
         flower_compat.adaptive_supernode_polls()
         _message(state, "a" * 64)  # the instruction itself is no reply
-        assert not flower_compat.reply_waiting(state) and flower_compat.message_in_work(state)
+        assert not flower_compat.reply_waiting(state)
         started = time.monotonic()
         run_id = supernode_internal._pull_and_store_message(state=state)
         assert run_id is not None and len(polls) == 3 and time.monotonic() - started < 2.0
@@ -289,6 +327,36 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
         assert not flower_compat.reply_waiting(state)
     finally:
         supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_a_reply_stored_ends_the_supernodes_wait_at_once(monkeypatch):
+    """No fixed wait between a ClientApp's reply (or Flower's error reply for a failed task) and its push."""
+    monkeypatch.setattr(flower_compat, "FAST_POLL_S", 30.0)  # the next ask of the server is far off
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
+    supernode_internal._pull_and_store_message = lambda **kwargs: None  # the server has nothing
+    try:
+        flower_compat.adaptive_supernode_polls()
+        # No instruction in work here: a reply Flower makes itself for a task that failed comes unasked.
+        threading.Timer(0.1, _message, (state, "b" * 64, "a" * 64)).start()
+        started = time.monotonic()
+        assert supernode_internal._pull_and_store_message(state=state) == flower_compat.REPLY_WAITING
+        assert time.monotonic() - started < 10.0  # not the 30 s until the next poll
+        assert flower_compat.reply_waiting(state)
+    finally:
+        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_the_supernodes_state_tells_of_each_task_created_and_each_reply_stored():
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    events: list[str] = []
+    flower_compat.node_state_events(state, lambda: events.append("reply"), lambda: events.append("task"))
+    assert state.create_task(task_type=TaskType.CLIENT_APP, run_id=7, fab_hash="f" * 64) is not None
+    assert events == ["task"]
+    _message(state, "a" * 64)  # the server's instruction: no reply
+    assert events == ["task"]
+    _message(state, "b" * 64, reply_to="a" * 64)
+    assert events == ["task", "reply"]
 
 
 def test_the_supernode_never_blocks_on_a_reply_so_clientapps_may_overlap():

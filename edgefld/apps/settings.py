@@ -32,7 +32,7 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "sample-fraction": _server_default("sample_fraction"),
     "min-clients": _server_default("min_clients"),
     "round-timeout": _server_default("round_timeout"),  # seconds a round waits for replies
-    "grid-poll": 0.1,  # seconds between the ServerApp's reply polls (Flower's own is 3 s); loopback, in a round only
+    "grid-poll": 0.05,  # seconds between the ServerApp's reply polls (Flower's own is 3 s); loopback, in a round only
     "transport-dtype": _server_default("transport_dtype"),  # how the weights travel (edgefld.apps.weights)
     "state-dir": "",  # where checkpoints and metrics.jsonl go; "" = no persistence (simulation)
     "data-dir": "",  # the server's datasets, for centralised evaluation

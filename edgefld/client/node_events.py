@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 NODE_EVENTS_FD_ENV = "EDGEFL_NODE_EVENTS_FD"
+# The write end of the warm runtime's pipe, down which the SuperNode it forked writes a byte for each
+# ClientApp task it creates (edgefld.client.supernode.task_notifier_from_environment).
+TASK_NOTICE_FD_ENV = "EDGEFL_TASK_NOTICE_FD"
 MAX_LINE_BYTES = 256  # an event is a few dozen bytes; a longer line is no event of ours
 
 # The codes of Flower's API errors with which a SuperLink turns a SuperNode away

@@ -40,6 +40,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -47,7 +48,7 @@ from flwr.supernode.cli import flower_supernode
 
 from edgefld import flower_compat
 from edgefld.client.bounded_reads import bound, bounds_from_environment
-from edgefld.client.node_events import EventWriter
+from edgefld.client.node_events import TASK_NOTICE_FD_ENV, EventWriter
 from edgefld.procs import descendants, die_with_parent
 from edgefld.server.fab import foreign_fab_problem
 
@@ -64,6 +65,24 @@ def fab_refusal(content: bytes, run_id: int) -> str | None:
         return None
     return (f"refused run {run_id}: its FAB is not edgefl's ({problem}); this board runs only "
             "the installed edgefld apps")
+
+
+def task_notifier_from_environment() -> Callable[[], None] | None:
+    """One byte down the warm runtime's pipe (its write end named by TASK_NOTICE_FD_ENV) each time a
+    ClientApp task is created: the runtime claims it at once instead of at its next poll."""
+    fd_text = os.environ.pop(TASK_NOTICE_FD_ENV, "")
+    if not fd_text.isdigit():
+        return None
+    fd = int(fd_text)
+    os.set_blocking(fd, False)
+
+    def notify() -> None:
+        try:
+            os.write(fd, b"t")
+        except OSError:  # full: notices already wait to be read; closed: the runtime is stopping
+            pass
+
+    return notify
 
 
 def _bound_replies(max_reply_bytes: int, min_rate: int, grace: float) -> None:
@@ -197,8 +216,9 @@ def main() -> None:
         _bound_replies(*bounds)
     flower_compat.on_reply_pushes(_push_started, _push_awaiting_clientapp, _push_ended)
     flower_compat.wrap_stop_handlers(_deferring)
-    flower_compat.adaptive_supernode_polls()  # wraps the FAB-checking pull and the watched push above
-    flower_compat.bound_object_pulls()
+    # Wraps the FAB-checking pull and the watched push above.
+    flower_compat.adaptive_supernode_polls(on_task=task_notifier_from_environment())
+    flower_compat.bound_object_pulls(local=False)
     events = EventWriter.from_environment()
     if events is not None:
         flower_compat.report_admission(events.registered, events.refused)

@@ -50,7 +50,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edgefld.client.node_events import NODE_EVENTS_FD_ENV
+from edgefld.client.node_events import NODE_EVENTS_FD_ENV, TASK_NOTICE_FD_ENV
 from edgefld.procs import die_with_parent
 
 if TYPE_CHECKING:
@@ -61,9 +61,10 @@ CLIENTAPP_NAME = b"flwr-clientapp"
 SUPERNODE_NAME = b"flower-supernode"  # the kernel keeps its first 15 bytes
 _PR_SET_NAME = 15
 
-# Claiming tasks: every FAST_CLAIM_S while a federation is busy (CLAIM_WINDOW_S after the last task),
-# slowing by doubling to IDLE_CLAIM_S (Flower's SuperExec polls every 1 s): a local request either way.
-FAST_CLAIM_S = 0.05
+# Claiming tasks: the SuperNode wakes this process as it creates one (TASK_NOTICE_FD_ENV). Besides, as
+# a fallback, it asks every FAST_CLAIM_S while a federation is busy (CLAIM_WINDOW_S after the last
+# task), slowing by doubling to IDLE_CLAIM_S (Flower's SuperExec polls every 1 s): a local request.
+FAST_CLAIM_S = 0.25
 CLAIM_WINDOW_S = 30.0
 IDLE_CLAIM_S = 1.0
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
@@ -108,8 +109,8 @@ def preload_clientapp() -> None:
     from edgefld.flower_compat import bound_object_pulls
 
     # A fork pulls its message's objects as a fresh flwr-clientapp does (edgefld.flower_entry): a missing
-    # one (the SuperNode still storing it) is asked for again after 0.05 s, not Flower's 1 s.
-    bound_object_pulls()
+    # one (the SuperNode still downloading it) is asked for again after 0.02 s, not Flower's 1 s.
+    bound_object_pulls(local=True)
 
 
 def preload_backend(backend: str) -> str | None:
@@ -136,6 +137,9 @@ class WarmRuntime:
         self.last_task = time.monotonic()
         self.refused = False
         self._wake_r, self._wake_w = os.pipe()
+        # The SuperNode's notices of new tasks; None once it closed its end (it exited).
+        self._task_r: int | None
+        self._task_r, self._task_w = os.pipe()
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -151,6 +155,7 @@ class WarmRuntime:
             self._in_child()
             set_process_name(SUPERNODE_NAME)
             os.environ["EDGEFL_PARENT_PID"] = str(parent)
+            os.environ[TASK_NOTICE_FD_ENV] = str(self._task_w)
             sys.argv = ["flower-supernode", *self.supernode_args,
                         "--superexec-auth-secret-file", f"/dev/fd/{secret_r}"]
             from edgefld.client import supernode
@@ -158,6 +163,7 @@ class WarmRuntime:
             supernode.main()  # exits the process
             os._exit(70)
         os.close(secret_r)
+        os.close(self._task_w)  # the SuperNode's alone: its exit ends the notices
         self.supernode_pid = pid
         _leave_node_events_to_supernode()
 
@@ -192,6 +198,8 @@ class WarmRuntime:
             signal.signal(sig, signal.SIG_DFL)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._task_r is not None:
+            os.close(self._task_r)
 
     def reap(self) -> None:
         while True:
@@ -254,13 +262,16 @@ class WarmRuntime:
         return token
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep, woken early by any signal (SIGTERM, a child's exit)."""
+        """Sleep, woken early by any signal (SIGTERM, a child's exit) or a task's notice."""
+        watched = [self._wake_r] if self._task_r is None else [self._wake_r, self._task_r]
         try:
-            ready, _, _ = select.select([self._wake_r], [], [], seconds)
+            ready, _, _ = select.select(watched, [], [], seconds)
         except InterruptedError:
             return
-        if ready:
-            os.read(self._wake_r, 512)
+        for fd in ready:
+            if not os.read(fd, 512) and fd == self._task_r:  # the SuperNode exited: reap() will see it
+                os.close(fd)
+                self._task_r = None
 
     def run(self, backend: str) -> int:
         os.set_blocking(self._wake_w, False)
