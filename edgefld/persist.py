@@ -17,11 +17,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgefld.errors import StateWriteError
+
+if TYPE_CHECKING:  # numpy is imported where arrays are handled: the client daemon writes only files
+    import numpy as np
 
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 3
@@ -67,6 +68,8 @@ def fsync_dir(directory: Path) -> None:
 
 
 def weights_digest(weights: list[np.ndarray]) -> str:
+    import numpy as np
+
     digest = hashlib.sha256()
     for array in weights:
         digest.update(str(array.dtype).encode() + str(array.shape).encode())
@@ -87,6 +90,8 @@ class Checkpoint:
 
 def save_checkpoint(directory: str | os.PathLike[str], round_: int, weights: list[np.ndarray],
                     meta: dict[str, Any], state: dict[str, np.ndarray] | None = None) -> Path:
+    import numpy as np
+
     directory = Path(directory)
     state = state or {}
     names = sorted(state)
@@ -129,6 +134,8 @@ def checkpoint_files(directory: Path) -> list[tuple[int, Path]]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read and verify one checkpoint; ValueError says what is wrong with it."""
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(bytes(archive["meta"]).decode())

@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from edgefld.errors import EdgeflError
 from edgefld.exit_codes import ExitCode
@@ -32,6 +31,9 @@ from edgefld.persist import (
     save_checkpoint,
 )
 from edgefld.records import BoardIdentity, RecordError, RoundRecord
+
+if TYPE_CHECKING:  # arrays pass through; numpy is loaded by whoever made them
+    import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"

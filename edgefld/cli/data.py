@@ -8,8 +8,7 @@ import sys
 
 from edgefld.cli.common import add_config_argument, bounded_int, load_from_args
 from edgefld.config.schema import key
-from edgefld.data import DATASETS
-from edgefld.data.partition import PARTITIONINGS
+from edgefld.data.sources import DATASETS
 from edgefld.errors import ConfigError
 
 
@@ -29,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status.add_argument("--dataset", choices=list(DATASETS), help="with --partitions: default the [server] task's")
     status.add_argument("--num-partitions", type=bounded_int(1, 100_000), metavar="N",
                         help="with --partitions: default [server] num_partitions")
-    status.add_argument("--partitioning", choices=PARTITIONINGS,
+    status.add_argument("--partitioning", choices=key("server", "partitioning").choices,
                         help="with --partitions: default [server] partitioning")
     status.add_argument("--dirichlet-alpha", type=float, metavar="ALPHA",
                         help="with --partitions: default [server] dirichlet_alpha")

@@ -23,9 +23,8 @@ from typing import Any
 import httpcore
 import httpx
 
-MAX_REPLY_ENV = "EDGEFL_MAX_REPLY_BYTES"
-MIN_RATE_ENV = "EDGEFL_MIN_READ_RATE"
-GRACE_ENV = "EDGEFL_READ_GRACE"
+from edgefld.client.node_events import GRACE_ENV, MAX_REPLY_ENV, MIN_RATE_ENV
+
 _log = logging.getLogger("flwr")  # the SuperNode's own log, which the client daemon relays
 GRACE_S = 30.0  # Flower's own per-request timeout; a server under load may think this long ([client] read_grace)
 

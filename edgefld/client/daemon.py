@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from edgefld.backends.catalog import installed_backends
-from edgefld.client.bounded_reads import GRACE_ENV, MAX_REPLY_ENV, MIN_RATE_ENV
 from edgefld.client.node_events import (
+    GRACE_ENV,
+    MAX_REPLY_ENV,
+    MIN_RATE_ENV,
     NODE_ACTIVATION_FAILED,
     NODE_EVENTS_FD_ENV,
     REGISTRATION_DISABLED,
@@ -55,7 +57,6 @@ from edgefld.errors import BackendUnavailable, ConfigError, StateWriteError
 from edgefld.hardware import detect_board
 from edgefld.logs import get_logger, setup_logging
 from edgefld.persist import atomic_write_bytes
-from edgefld.pki import PkiError, node_key_fingerprint
 from edgefld.procs import flower_environment, free_loopback_port, spawn, stop_tree
 from edgefld.profile import Profile, choose_profile
 from edgefld.records import BoardStatus, ClientState, Refused
@@ -127,10 +128,7 @@ class ClientDaemon:
         self.tls = client_tls(self.client)
         self.key_path = self.client.key.replace("{cid}", str(self.client.cid)) if self.client.key else None
         check_client_files(self.client, self.key_path, config.source)
-        try:
-            self.key_fingerprint = node_key_fingerprint(Path(self.key_path)) if self.key_path else None
-        except PkiError as exc:
-            raise ConfigError(str(exc), source=config.source, key="[client] key") from None
+        self.key_fingerprint = _key_fingerprint(self.key_path, config) if self.key_path else None
         self.registered = threading.Event()
         self.node_id: str | None = None
         try:  # the last round a previous instance of this daemon reported is not news
@@ -377,6 +375,17 @@ def _describe(status: BoardStatus) -> str:
         return f"{where} refused: {outcome.reason}"
     return (f"{where}: {outcome.samples} samples, loss {outcome.loss:.4f}, {outcome.seconds:.1f} s; "
             f"global model's validation accuracy {outcome.val_accuracy:.4f}")
+
+
+def _key_fingerprint(key_path: str, config: Config) -> str:
+    """The node key's fingerprint, for the journal; the cryptography library is loaded only for a board
+    with a key (the daemon stays small on the boards without)."""
+    from edgefld.pki import PkiError, node_key_fingerprint
+
+    try:
+        return node_key_fingerprint(Path(key_path))
+    except PkiError as exc:
+        raise ConfigError(str(exc), source=config.source, key="[client] key") from None
 
 
 def run_client(config: Config, sysroot: str = "/") -> int:

@@ -1,5 +1,6 @@
 """What the SuperNode process tells the client daemon: its node id once admitted, or the code of the
-server's refusal.
+server's refusal; and the environment through which the daemon and the warm runtime (edgefld.client.warm)
+set up their SuperNode.
 
 Values, not log lines: the SuperNode (edgefld.client.supernode) reads them where Flower's Fleet
 connection gets them (edgefld.flower_compat.report_admission) and writes one JSON object a line to
@@ -15,6 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 NODE_EVENTS_FD_ENV = "EDGEFL_NODE_EVENTS_FD"
+# The bounds on every answer the SuperNode reads (edgefld.client.bounded_reads), set by the daemon.
+MAX_REPLY_ENV = "EDGEFL_MAX_REPLY_BYTES"
+MIN_RATE_ENV = "EDGEFL_MIN_READ_RATE"
+GRACE_ENV = "EDGEFL_READ_GRACE"
 # The write end of the warm runtime's pipe, down which the SuperNode it forked writes a byte for each
 # ClientApp task it creates (edgefld.client.supernode.task_notifier_from_environment).
 TASK_NOTICE_FD_ENV = "EDGEFL_TASK_NOTICE_FD"

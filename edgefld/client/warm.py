@@ -14,7 +14,9 @@ of training (tens of seconds on a Pi 3's core). This process imports Flower once
   through a pipe. Nothing is written to disk; no other local process can claim a task;
 - imports Flower's ClientApp runtime, edgefld's ClientApp and the board's backend framework
   (torch, TensorFlow or LiteRT), creating nothing;
-- claims the SuperNode's ClientApp tasks itself, and runs each one in a fork of itself, with
+- claims the SuperNode's ClientApp tasks itself, as soon as the SuperNode creates each one (it writes
+  a byte down a pipe this process made; a poll every FAST_CLAIM_S is the fallback), while the
+  SuperNode still downloads the message's objects, and runs each one in a fork of itself, with
   Flower's own ``run_clientapp``: every task still gets a process of its own, so a crash, a
   leak or a hang in one round cannot reach the next, and children may overlap (one stuck on a
   dead run does not hold up the next round's). A fork is ready in milliseconds, its imports
@@ -103,7 +105,7 @@ def preload_clientapp() -> None:
 
     # What the ClientApp's handlers import when a message comes (edgefld.apps.client_app).
     import edgefld.backends.layout  # noqa: F401
-    import edgefld.data  # noqa: F401
+    import edgefld.data.partition  # noqa: F401  (load_partition and what it reads with)
     import edgefld.guards  # noqa: F401
     import edgefld.tasks  # noqa: F401
     from edgefld.flower_compat import bound_object_pulls

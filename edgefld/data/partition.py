@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgefld.config.schema import key
 from edgefld.data.permutation import stable_log_gamma_variates, stable_permutation
 from edgefld.data.prepare import ensure_dataset
 from edgefld.errors import DataError
 
 DEFAULT_PARTITION_SEED = 42
-PARTITIONINGS = ("iid", "dirichlet")
+PARTITIONINGS = key("server", "partitioning").choices  # the schema says which there are
 # A Dirichlet draw that leaves a partition with fewer than MIN_PARTITION_SAMPLES (one to train on, one to
 # validate on) is drawn again, at most this many times, as Flower Datasets' DirichletPartitioner does.
 DIRICHLET_ATTEMPTS = 10

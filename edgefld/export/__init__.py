@@ -23,16 +23,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefld import __version__
-from edgefld.backends.base import Weights
-from edgefld.backends.layout import check_weights
 from edgefld.data.sources import DATASETS
 from edgefld.errors import BackendUnavailable
 from edgefld.persist import atomic_write_bytes
 from edgefld.run_state import CheckpointError, StoredCheckpoint, stored_checkpoint
 from edgefld.tasks import TASKS, Task
+
+if TYPE_CHECKING:  # numpy and the layouts load when a model is exported, not for `edgefl --help`
+    from edgefld.backends.base import Weights
 
 METADATA_FORMAT = 1
 METADATA_SUFFIX = ".json"
@@ -174,6 +175,8 @@ def export_checkpoint(state_dir: Path, format_name: str, *, round_: int | None =
     if spec is None:
         raise ValueError(f'no export format "{format_name}"; formats: {", ".join(FORMATS)}')
     check_installed(spec)  # a missing framework is said first; importing it waits for a good checkpoint
+    from edgefld.backends.layout import check_weights
+
     entry = stored_checkpoint(state_dir, round_)
     task = task_of(entry)
     weights = entry.checkpoint.weights if entry.checkpoint is not None else []

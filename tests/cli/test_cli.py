@@ -111,11 +111,23 @@ def test_check_config_real_process_exit_status(tmp_path, edgefl_exe):
     assert "cid, server, backend," in ko.stderr  # in the schema's order
 
 
+HEAVY = {"cryptography", "flwr", "grpc", "torch", "tensorflow", "keras", "ai_edge_litert", "numpy", "httpx", "rich"}
+
+
+def _loaded_by(statement: str) -> set[str]:
+    probe = f"import sys; {statement}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    return set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
 def test_building_the_parser_imports_no_heavy_package():
     # Every `edgefl` command builds the whole parser first (so does the man page build,
     # in an environment without Flower): it must stay cheap on a Pi Zero.
-    probe = ("import sys; from edgefld.cli.main import build_parser; build_parser(); "
-             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                check=True).stdout.split())
-    assert not loaded & {"cryptography", "flwr", "grpc", "torch", "tensorflow", "keras", "ai_edge_litert"}
+    assert not _loaded_by("from edgefld.cli.main import build_parser; build_parser()") & HEAVY
+
+
+def test_the_client_daemon_process_imports_no_heavy_package():
+    # The daemon lives as long as the board runs, beside the SuperNode and the ClientApps: numpy,
+    # httpx and cryptography were 30 MiB of its memory (the SuperNode and the ClientApps load what
+    # they need themselves). A board with a node key loads cryptography when it reads the key.
+    assert not _loaded_by("import edgefld.cli.main, edgefld.cli.client, edgefld.client.daemon") & HEAVY
