@@ -69,6 +69,12 @@ LOCAL_PULL_MAX_S = 250.0
 FAST_POLL_S = 0.2
 FAST_WINDOW_S = 30.0
 IDLE_POLL_S = 3.0
+# For AFTER_REPLY_WINDOW_S after it sent a reply, a SuperNode polls every AFTER_REPLY_POLL_S: the next
+# round's instruction comes as soon as the server has the round's last reply (aggregating and
+# evaluating take it a fraction of a second), and the board whose reply came last is the one the
+# next round waits for. At most 15 requests more per board and round.
+AFTER_REPLY_POLL_S = 0.05
+AFTER_REPLY_WINDOW_S = 1.0
 # A ClientApp's reply wakes the SuperNode's loop as it is stored (node_state_events); the reply's objects,
 # which the ClientApp uploads next, are looked for every REPLY_WAIT_S (Flower: 0.5 s): a local lookup.
 REPLY_WAIT_S = 0.02
@@ -204,8 +210,11 @@ def bound_object_pulls(*, local: bool) -> None:
         function.__kwdefaults__ = defaults
 
 
-def poll_interval(since_message_s: float, previous_s: float) -> float:
-    """Seconds to wait after an empty poll, ``since_message_s`` after the last message received."""
+def poll_interval(since_message_s: float, previous_s: float, since_reply_s: float = float("inf")) -> float:
+    """Seconds to wait after an empty poll, ``since_message_s`` after the last message received and
+    ``since_reply_s`` after the last reply sent."""
+    if since_reply_s < AFTER_REPLY_WINDOW_S:
+        return AFTER_REPLY_POLL_S
     if since_message_s < FAST_WINDOW_S:
         return FAST_POLL_S
     return min(IDLE_POLL_S, max(FAST_POLL_S, previous_s) * 2)
@@ -236,7 +245,8 @@ def reply_waiting(state: Any) -> bool:
 
 
 def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
-    """The SuperNode's loop polls at poll_interval, never blocks on a reply, sends a reply as soon as a
+    """The SuperNode's loop polls at poll_interval (faster after it sent a reply), never blocks on a reply,
+    sends a reply as soon as a
     ClientApp stores it, and waits REPLY_WAIT_S for a reply's objects; ``on_task`` is called each time a
     ClientApp task is created (the warm runtime claims it at once, instead of at its next poll).
 
@@ -261,6 +271,7 @@ def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
 
     pull = internal._pull_and_store_message
     last_message = [time.monotonic()]  # a starting node is about to be asked: it polls fast at first
+    last_reply = [float("-inf")]
     reply_stored = threading.Event()
     watched: list[Any] = []
 
@@ -275,7 +286,8 @@ def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
             if run_id is not None:
                 last_message[0] = time.monotonic()
                 return run_id
-            interval = poll_interval(time.monotonic() - last_message[0], interval)
+            now = time.monotonic()
+            interval = poll_interval(now - last_message[0], interval, now - last_reply[0])
             # Until the server is asked again, a ClientApp's reply (or the error reply Flower stores
             # for a task that failed) ends the wait as it is stored.
             wake_at = time.monotonic() + interval
@@ -293,6 +305,7 @@ def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
     def push_waiting_replies(**kwargs: Any) -> None:
         if reply_waiting(kwargs["state"]):
             push(**kwargs)
+            last_reply[0] = time.monotonic()
 
     _patch(internal, "_pull_and_store_message", polling_pull)
     _patch(internal, "_push_messages", push_waiting_replies)

@@ -283,6 +283,15 @@ def test_poll_interval_is_fast_after_a_message_and_backs_off_to_flowers_when_idl
     assert flower_compat.IDLE_POLL_S >= 3.0
 
 
+def test_a_board_polls_faster_for_a_moment_after_it_sent_a_reply():
+    window = flower_compat.AFTER_REPLY_WINDOW_S
+    assert flower_compat.poll_interval(1.0, 0.2, 0.0) == flower_compat.AFTER_REPLY_POLL_S
+    assert flower_compat.poll_interval(1.0, 0.2, window - 0.01) == flower_compat.AFTER_REPLY_POLL_S
+    assert flower_compat.poll_interval(1.0, 0.05, window + 0.01) == flower_compat.FAST_POLL_S
+    # What it costs the server: a few requests a board and round.
+    assert window / flower_compat.AFTER_REPLY_POLL_S - window / flower_compat.FAST_POLL_S <= 15
+
+
 def test_waits_for_a_local_reply_are_short_and_nothing_else_of_time_changes():
     short = flower_compat._ShortSleeps()
     started = time.monotonic()
@@ -325,6 +334,29 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
         # Looking did not take it: Flower's sending turn still gets it.
         assert [m.metadata.message_id for m in state.get_messages_legacy(is_reply=True)] == ["b" * 64]
         assert not flower_compat.reply_waiting(state)
+    finally:
+        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_after_sending_a_reply_the_supernode_asks_the_server_again_within_tens_of_milliseconds():
+    state = NodeStateFactory(ObjectStoreFactory()).state()
+    polls: list[float] = []
+    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
+
+    def empty_pull(**kwargs) -> int | None:
+        polls.append(time.monotonic())
+        return 99 if len(polls) == 6 else None  # the next round's instruction
+
+    try:
+        supernode_internal._pull_and_store_message = empty_pull
+        # Flower's send, here only taking the reply from the state.
+        supernode_internal._push_messages = lambda **kwargs: kwargs["state"].get_messages_legacy(is_reply=True)
+        flower_compat.adaptive_supernode_polls()
+        _message(state, "b" * 64, reply_to="a" * 64)
+        supernode_internal._push_messages(state=state)  # the reply goes out
+        assert supernode_internal._pull_and_store_message(state=state) == 99
+        gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
+        assert max(gaps) < flower_compat.FAST_POLL_S, gaps  # AFTER_REPLY_POLL_S, and a loaded machine's delay
     finally:
         supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
 
