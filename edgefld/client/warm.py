@@ -70,6 +70,7 @@ FAST_CLAIM_S = 0.25
 CLAIM_WINDOW_S = 30.0
 IDLE_CLAIM_S = 1.0
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
+PIPE_BYTES = 65536  # a Linux pipe's default capacity: one read takes every notice and wake-up waiting
 SUPERNODE_GRACE_S = 6.0  # the SuperNode's own bound is 5 s while it pushes a reply (edgefld.client.supernode)
 
 
@@ -271,7 +272,7 @@ class WarmRuntime:
         except InterruptedError:
             return
         for fd in ready:
-            if not os.read(fd, 512) and fd == self._task_r:  # the SuperNode exited: reap() will see it
+            if not os.read(fd, PIPE_BYTES) and fd == self._task_r:  # the SuperNode exited: reap() will see it
                 os.close(fd)
                 self._task_r = None
 
