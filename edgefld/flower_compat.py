@@ -246,9 +246,9 @@ def reply_waiting(state: Any) -> bool:
 
 def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
     """The SuperNode's loop polls at poll_interval (faster after it sent a reply), never blocks on a reply,
-    sends a reply as soon as a
-    ClientApp stores it, and waits REPLY_WAIT_S for a reply's objects; ``on_task`` is called each time a
-    ClientApp task is created (the warm runtime claims it at once, instead of at its next poll).
+    sends a reply as soon as a ClientApp stores it, and waits REPLY_WAIT_S for a reply's objects;
+    ``on_task`` is called each time a ClientApp task is created (the warm runtime claims it at once,
+    instead of at its next poll).
 
     Its loop (start_client_internal) pulls with ``_pull_and_store_message`` and sleeps 3 s when
     that returns None: the wrapper installed here polls again itself until a message comes, so
@@ -290,7 +290,7 @@ def adaptive_supernode_polls(on_task: Callable[[], None] | None = None) -> None:
             interval = poll_interval(now - last_message[0], interval, now - last_reply[0])
             # Until the server is asked again, a ClientApp's reply (or the error reply Flower stores
             # for a task that failed) ends the wait as it is stored.
-            wake_at = time.monotonic() + interval
+            wake_at = now + interval
             while True:
                 reply_stored.clear()  # before looking: a reply stored after the look sets it again
                 if reply_waiting(state):

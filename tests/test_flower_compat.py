@@ -310,11 +310,18 @@ def test_the_supernode_keeps_flowers_in_memory_state():
     assert type(NodeStateFactory(ObjectStoreFactory()).state()) is InMemoryNodeState
 
 
-def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
+@pytest.fixture
+def supernode_loop():
+    """Flower's SuperNode loop functions, put back as they were after a test wraps or replaces them."""
+    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
+    yield
+    supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+
+
+def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once(supernode_loop):
     """The restarted-server case: a reply stored after the loop's one sending turn still goes out."""
     state = NodeStateFactory(ObjectStoreFactory()).state()
     polls: list[float] = []
-    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
 
     def empty_pull(**kwargs) -> int | None:
         polls.append(time.monotonic())
@@ -322,61 +329,50 @@ def test_a_reply_waiting_with_no_message_pulled_is_sent_at_once():
             _message(state, "b" * 64, reply_to="a" * 64)  # a ClientApp finished meanwhile
         return 99 if len(polls) == 6 else None  # a next message (without the fix, the reply waited for it)
 
-    try:
-        supernode_internal._pull_and_store_message = empty_pull
-        flower_compat.adaptive_supernode_polls()
-        _message(state, "a" * 64)  # the instruction itself is no reply
-        assert not flower_compat.reply_waiting(state)
-        started = time.monotonic()
-        run_id = supernode_internal._pull_and_store_message(state=state)
-        assert run_id is not None and len(polls) == 3 and time.monotonic() - started < 2.0
-        assert flower_compat.reply_waiting(state)
-        # Looking did not take it: Flower's sending turn still gets it.
-        assert [m.metadata.message_id for m in state.get_messages_legacy(is_reply=True)] == ["b" * 64]
-        assert not flower_compat.reply_waiting(state)
-    finally:
-        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+    supernode_internal._pull_and_store_message = empty_pull
+    flower_compat.adaptive_supernode_polls()
+    _message(state, "a" * 64)  # the instruction itself is no reply
+    assert not flower_compat.reply_waiting(state)
+    started = time.monotonic()
+    run_id = supernode_internal._pull_and_store_message(state=state)
+    assert run_id is not None and len(polls) == 3 and time.monotonic() - started < 2.0
+    assert flower_compat.reply_waiting(state)
+    # Looking did not take it: Flower's sending turn still gets it.
+    assert [m.metadata.message_id for m in state.get_messages_legacy(is_reply=True)] == ["b" * 64]
+    assert not flower_compat.reply_waiting(state)
 
 
-def test_after_sending_a_reply_the_supernode_asks_the_server_again_within_tens_of_milliseconds():
+def test_after_sending_a_reply_the_supernode_asks_the_server_again_within_tens_of_milliseconds(supernode_loop):
     state = NodeStateFactory(ObjectStoreFactory()).state()
     polls: list[float] = []
-    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
 
     def empty_pull(**kwargs) -> int | None:
         polls.append(time.monotonic())
         return 99 if len(polls) == 6 else None  # the next round's instruction
 
-    try:
-        supernode_internal._pull_and_store_message = empty_pull
-        # Flower's send, here only taking the reply from the state.
-        supernode_internal._push_messages = lambda **kwargs: kwargs["state"].get_messages_legacy(is_reply=True)
-        flower_compat.adaptive_supernode_polls()
-        _message(state, "b" * 64, reply_to="a" * 64)
-        supernode_internal._push_messages(state=state)  # the reply goes out
-        assert supernode_internal._pull_and_store_message(state=state) == 99
-        gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
-        assert max(gaps) < flower_compat.FAST_POLL_S, gaps  # AFTER_REPLY_POLL_S, and a loaded machine's delay
-    finally:
-        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+    supernode_internal._pull_and_store_message = empty_pull
+    # Flower's send, here only taking the reply from the state.
+    supernode_internal._push_messages = lambda **kwargs: kwargs["state"].get_messages_legacy(is_reply=True)
+    flower_compat.adaptive_supernode_polls()
+    _message(state, "b" * 64, reply_to="a" * 64)
+    supernode_internal._push_messages(state=state)  # the reply goes out
+    assert supernode_internal._pull_and_store_message(state=state) == 99
+    gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
+    assert max(gaps) < flower_compat.FAST_POLL_S, gaps  # AFTER_REPLY_POLL_S, and a loaded machine's delay
 
 
-def test_a_reply_stored_ends_the_supernodes_wait_at_once(monkeypatch):
+def test_a_reply_stored_ends_the_supernodes_wait_at_once(monkeypatch, supernode_loop):
     """No fixed wait between a ClientApp's reply (or Flower's error reply for a failed task) and its push."""
     monkeypatch.setattr(flower_compat, "FAST_POLL_S", 30.0)  # the next ask of the server is far off
     state = NodeStateFactory(ObjectStoreFactory()).state()
-    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
     supernode_internal._pull_and_store_message = lambda **kwargs: None  # the server has nothing
-    try:
-        flower_compat.adaptive_supernode_polls()
-        # No instruction in work here: a reply Flower makes itself for a task that failed comes unasked.
-        threading.Timer(0.1, _message, (state, "b" * 64, "a" * 64)).start()
-        started = time.monotonic()
-        assert supernode_internal._pull_and_store_message(state=state) == flower_compat.REPLY_WAITING
-        assert time.monotonic() - started < 10.0  # not the 30 s until the next poll
-        assert flower_compat.reply_waiting(state)
-    finally:
-        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+    flower_compat.adaptive_supernode_polls()
+    # No instruction in work here: a reply Flower makes itself for a task that failed comes unasked.
+    threading.Timer(0.1, _message, (state, "b" * 64, "a" * 64)).start()
+    started = time.monotonic()
+    assert supernode_internal._pull_and_store_message(state=state) == flower_compat.REPLY_WAITING
+    assert time.monotonic() - started < 10.0  # not the 30 s until the next poll
+    assert flower_compat.reply_waiting(state)
 
 
 def test_the_supernodes_state_tells_of_each_task_created_and_each_reply_stored():
@@ -391,23 +387,19 @@ def test_the_supernodes_state_tells_of_each_task_created_and_each_reply_stored()
     assert events == ["task", "reply"]
 
 
-def test_the_supernode_never_blocks_on_a_reply_so_clientapps_may_overlap():
+def test_the_supernode_never_blocks_on_a_reply_so_clientapps_may_overlap(supernode_loop):
     """Flower's send step waits for a reply before the next pull; here it returns when none waits."""
     state = NodeStateFactory(ObjectStoreFactory()).state()
     sent: list[int] = []
-    saved = supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time
-    try:
-        supernode_internal._push_messages = lambda **kwargs: sent.append(1)  # Flower's, which would block here
-        flower_compat.adaptive_supernode_polls()
-        _message(state, "a" * 64)  # a ClientApp works on it (or hangs)
-        started = time.monotonic()
-        supernode_internal._push_messages(state=state)
-        assert sent == [] and time.monotonic() - started < 0.1  # back to pulling the next message at once
-        _message(state, "b" * 64, reply_to="a" * 64)
-        supernode_internal._push_messages(state=state)
-        assert sent == [1]
-    finally:
-        supernode_internal._pull_and_store_message, supernode_internal._push_messages, supernode_internal.time = saved
+    supernode_internal._push_messages = lambda **kwargs: sent.append(1)  # Flower's, which would block here
+    flower_compat.adaptive_supernode_polls()
+    _message(state, "a" * 64)  # a ClientApp works on it (or hangs)
+    started = time.monotonic()
+    supernode_internal._push_messages(state=state)
+    assert sent == [] and time.monotonic() - started < 0.1  # back to pulling the next message at once
+    _message(state, "b" * 64, reply_to="a" * 64)
+    supernode_internal._push_messages(state=state)
+    assert sent == [1]
 
 
 def test_a_server_waiting_for_boards_asks_ever_less_often_and_its_rounds_never_wait():
