@@ -37,7 +37,7 @@ from edgefld.server.fab import build_fab
 from edgefld.server.fleet import FleetRegistry
 from edgefld.server.fleet_gateway import FleetGateway, GatewayLimits
 from edgefld.server.progress import ProgressReporter
-from edgefld.server.run_driver import RunDriver
+from edgefld.server.run_driver import RunDriver, stop_stale_runs
 from edgefld.server.superlink import SuperLink
 from edgefld.systemd import Notifier
 from edgefld.tls import ServerSecurity, server_context, server_security
@@ -192,7 +192,7 @@ class ServerDaemon:
                      self.server.task, done + 1, self.server.rounds, self.server.min_clients, self.server.listen,
                      self.security.describe())
             driver = RunDriver(control, self.progress, self.completed_rounds, self.server.rounds, self.stopping,
-                               on_poll=self._on_poll, on_stop=self._end_serverapps)
+                               on_poll=self._on_poll, on_stop=self._before_run_stop)
             # Said once, true for as long as the state lasts (the rounds themselves are in metrics.jsonl).
             self._set_state("training", f"rounds {done + 1}..{self.server.rounds}, each with at least "
                             f"{self.server.min_clients} boards" + (f" (resumed after round {done})" if done else ""))
@@ -228,6 +228,7 @@ class ServerDaemon:
             if not self.enrolment.enrolled:
                 log.warning("no board is enrolled yet: every board will be refused until its key is (`edgefl enrol "
                             "KEY.pub`; keys go to %s)", self.server.enrolled_keys)
+        stop_stale_runs(control)  # before the door opens: see stop_stale_runs
         host, port = parse_host_port(self.server.listen)
         self.proxy = FleetGateway(host, port, "127.0.0.1", self.superlink.port, ssl_context=listener_tls,
                                   upstream_ssl=self.superlink.client_context(), on_node_refused=self._node_refused,
@@ -251,9 +252,22 @@ class ServerDaemon:
             raise EdgeflError("Flower's SuperLink exited unexpectedly; see "
                               f"{self.state_dir / 'logs' / 'superlink.log'}")
 
-    def _end_serverapps(self) -> None:
+    def _before_run_stop(self) -> None:
+        """The ServerApps end (see SuperLink.end_serverapps), then the door closes, then the run is stopped.
+
+        A board's reply being pushed while its run is stopped can race Flower's checks: the run
+        still running when the SuperLink looks, its push session gone when it stores the object,
+        and the board logs "Failed to send message" at ERROR for a planned stop. With the gateway
+        closed first (its requests in flight answered), no board request meets the run half-stopped.
+        """
         if self.superlink is not None:
             self.superlink.end_serverapps()
+        self._stop_gateway()
+
+    def _stop_gateway(self) -> None:
+        if self.proxy is not None:
+            deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
+            self.proxy.stop(timeout=min(GATEWAY_STOP_S, max(0.5, deadline - time.monotonic() - 2.0)))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -267,8 +281,7 @@ class ServerDaemon:
 
     def _shutdown(self) -> None:
         deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
-        if self.proxy is not None:
-            self.proxy.stop(timeout=min(GATEWAY_STOP_S, max(0.5, deadline - time.monotonic() - 2.0)))
+        self._stop_gateway()  # already stopped when a run was: then at once
         if self.superlink is not None:
             # The SuperLink gets what is left, and at least a second to finish SQLite's write in progress.
             self.superlink.stop(timeout=max(1.0, deadline - time.monotonic()))

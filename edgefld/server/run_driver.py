@@ -49,6 +49,22 @@ class RunControl(Protocol):
     def logs(self, run_id: int) -> str: ...
 
 
+def stop_stale_runs(control: RunControl) -> None:
+    """Stop every run left over from before a restart: it has no ServerApp any more.
+
+    Called before the Fleet gateway opens. The SuperLink's database still holds
+    such a run as running, and a board that was pushing a reply when the server
+    went down retries that push on reconnecting. Against a stopped run the
+    retry ends as Flower's "run is not running" (INFO on the board); against a
+    run stopped while the push is in flight, Flower can answer "object not
+    stored", which the board logs at ERROR.
+    """
+    for stale in control.runs():
+        if not stale.finished:
+            log.info("stopping run %d left over from before a restart", stale.run_id)
+            control.stop(stale.run_id)
+
+
 class RunDriver:
     def __init__(self, control: RunControl, progress: ProgressReporter, completed_rounds: Callable[[], int],
                  total_rounds: int, stopping: threading.Event, *, on_poll: Callable[[], None],
@@ -60,7 +76,8 @@ class RunDriver:
         self.total_rounds = total_rounds
         self.stopping = stopping
         self.on_poll = on_poll  # the daemon's duties while a run goes on (watchdog, enrolment, SuperLink alive)
-        self.on_stop = on_stop  # before a stopped run is stopped on the SuperLink (ends its ServerApp)
+        # Before a stopped run is stopped on the SuperLink: ends its ServerApp and shuts the boards out.
+        self.on_stop = on_stop
         self.poll_s = poll_s
         self.run_state_poll_s = run_state_poll_s
         self.resubmit_pause_s = resubmit_pause_s
@@ -70,7 +87,6 @@ class RunDriver:
         """Run until every round is done (True) or the daemon is stopping (False)."""
         from edgefld.server.control import ControlError
 
-        self.stop_stale_runs()
         failures_without_progress = 0
         while not self.stopping.is_set():
             progress_before = self.completed_rounds()
@@ -100,14 +116,6 @@ class RunDriver:
                                   f"round: {detail}")
             self.stopping.wait(self.resubmit_pause_s)
         return not self.stopping.is_set()
-
-    def stop_stale_runs(self) -> None:
-        """A run left over from before a restart has no ServerApp any more: stop it, so the boards take
-        only the new one."""
-        for stale in self.control.runs():
-            if not stale.finished:
-                log.info("stopping run %d left over from before a restart", stale.run_id)
-                self.control.stop(stale.run_id)
 
     def follow(self, run_id: int) -> RunInfo | None:
         """The run's end as the SuperLink reports it; None when the daemon is stopping (the run is stopped)."""

@@ -103,6 +103,10 @@ def test_server_killed_mid_run_resumes_from_its_checkpoint(federation):
                                       "wall_seconds")})
     log = restarted.log()
     assert "resuming: rounds 1" in log
+    # The killed server's run, still "running" in the SuperLink's database, is stopped before the Fleet
+    # gateway opens: a board's retried push never reaches it half-stopped (run_driver.stop_stale_runs).
+    assert "left over from before a restart" in log, log
+    assert log.index("left over from before a restart") < log.index("listening on"), log
     assert "task digits: rounds 2..3" in log or "task digits: rounds 3..3" in log
     assert all(c.alive() for c in clients)
     assert fed.metrics()[-1]["clients_ok"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from edgefld.config import load_config
 from edgefld.records import RoundRecord
 from edgefld.run_state import RunState, RunStateError, run_identity
 from edgefld.server.daemon import ServerDaemon
+from tests.e2e.federation import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +25,9 @@ def _signal_handlers():
         signal.signal(signum, handler)
 
 
-def _daemon(tmp_path, num_partitions: int = 2) -> ServerDaemon:
+def _daemon(tmp_path, num_partitions: int = 2, port: int = 9092) -> ServerDaemon:
     path = tmp_path / "edgefl.toml"
-    path.write_text(f'[server]\nlisten = "127.0.0.1:9092"\nstate_dir = "{tmp_path / "server"}"\n'
+    path.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "{tmp_path / "server"}"\n'
                     f'data_dir = "{tmp_path / "data"}"\ntask = "digits"\nrounds = 2\n'
                     f"num_partitions = {num_partitions}\n")
     return ServerDaemon(load_config(path))
@@ -58,3 +60,23 @@ def test_another_runs_state_ends_the_daemon_in_one_line_touching_nothing(tmp_pat
                                             r"asks for .*'num-partitions': 3"):
         _daemon(tmp_path, num_partitions=3).run()
     assert (tmp_path / "server" / "metrics.jsonl").read_bytes() == before
+
+
+def test_the_fleet_door_is_shut_before_a_stopped_run_is_stopped(tmp_path):
+    """RunDriver calls on_stop before it stops the run on the SuperLink: by then no board may reach the run.
+
+    A board's push in flight while its run is stopped can meet the run still running and its push
+    session already gone: "Failed to send message" at ERROR on the board (seen in the system test's
+    upgrade, where the server and the boards restart together).
+    """
+    port = free_port()
+    daemon = _daemon(tmp_path, port=port)
+    daemon._start_services()
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # open while the run goes on
+        daemon._before_run_stop()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert daemon.superlink is not None and daemon.superlink.alive()  # the run is still the SuperLink's to stop
+    finally:
+        daemon._shutdown()

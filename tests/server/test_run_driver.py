@@ -16,7 +16,7 @@ from edgefld.errors import EdgeflError, StateWriteError
 from edgefld.run_state import STATE_WRITE_FAILED
 from edgefld.server.control import ControlError, RunInfo
 from edgefld.server.progress import ProgressReporter
-from edgefld.server.run_driver import MAX_FAILED_SUBMISSIONS, RunConfig, RunDriver
+from edgefld.server.run_driver import MAX_FAILED_SUBMISSIONS, RunConfig, RunDriver, stop_stale_runs
 
 
 class SuperLinkRuns:
@@ -67,15 +67,24 @@ def _driver(tmp_path, runs: SuperLinkRuns, total: int = 3, stopping: threading.E
     return driver, events
 
 
+def test_runs_left_over_from_before_a_restart_are_stopped_and_finished_ones_left_alone(caplog):
+    runs = SuperLinkRuns([], stale=[RunInfo(7, "running", "", 0, 0), RunInfo(6, "finished:completed", "", 0, 0),
+                                    RunInfo(8, "pending", "", 0, 0)])
+    with caplog.at_level(logging.INFO, logger="edgefl.server"):
+        stop_stale_runs(runs)
+    assert runs.stopped == [7, 8]
+    assert [r.getMessage() for r in caplog.records] == ["stopping run 7 left over from before a restart",
+                                                        "stopping run 8 left over from before a restart"]
+
+
 def test_a_failed_run_is_resubmitted_until_every_round_is_done(tmp_path, caplog):
-    runs = SuperLinkRuns([("finished:failed", 1), ("finished:completed", 2)],
-                         stale=[RunInfo(7, "running", "", 0, 0), RunInfo(6, "finished:completed", "", 0, 0)])
+    runs = SuperLinkRuns([("finished:failed", 1), ("finished:completed", 2)])
     driver, _ = _driver(tmp_path, runs)
     with caplog.at_level(logging.INFO, logger="edgefl.server"):
         assert driver.drive(b"fab", {"num-rounds": 3}) is True
-    assert runs.stopped == [7] and runs.submitted == [{"num-rounds": 3}] * 2 and runs.done == 3
+    assert runs.submitted == [{"num-rounds": 3}] * 2 and runs.done == 3
     assert [r.getMessage() for r in caplog.records] == [
-        "stopping run 7 left over from before a restart", "submitted run 101",
+        "submitted run 101",
         "ListRuns failed: SuperLink unreachable", "run 101 ended finished:failed (finished:failed); resubmitting",
         "submitted run 102"]
 
@@ -104,8 +113,11 @@ def test_stopping_stops_the_run_after_ending_its_serverapp(tmp_path):
     runs = SuperLinkRuns([("finished:completed", 3)])
     runs.unreachable_once = True
     driver, events = _driver(tmp_path, runs, stopping=stopping, on_poll=stopping.set)
+    stop = runs.stop
+    runs.stop = lambda run_id: (events.append(f"run {run_id} stopped"), stop(run_id))[-1]  # type: ignore[method-assign]
     assert driver.drive(b"fab", {}) is False
-    assert events == ["serverapps ended"] and runs.stopped == [101]
+    # on_stop first: it ends the ServerApp and shuts the boards out (ServerDaemon._before_run_stop).
+    assert events == ["serverapps ended", "run 101 stopped"] and runs.stopped == [101]
 
 
 def test_nothing_is_submitted_when_every_round_is_done(tmp_path):
