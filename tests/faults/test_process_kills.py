@@ -28,11 +28,13 @@ from tests.faults.helpers import (
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.slow]
 
 
-def _wait_mid_round(clients, timeout: float = 30.0, training_cpu_s: float = 0.0) -> bool:
+def _wait_mid_round(clients, timeout: float = 30.0, training_cpu_s: float = 0.0,
+                    at_most_cpu_s: float = float("inf")) -> bool:
     """Until some board runs its ClientApp (with ``training_cpu_s``: has trained that long, so it is
     training, not starting or replying: a warm ClientApp is ready within a few hundredths of a CPU
-    second, and CPU time does not depend on the load): the round is under way."""
-    return wait_until(lambda: any(cpu_seconds(pid) >= training_cpu_s for c in clients
+    second, and CPU time does not depend on the load): the round is under way. ``at_most_cpu_s``
+    leaves out a ClientApp that trained longer: one of a round already over, still exiting."""
+    return wait_until(lambda: any(training_cpu_s <= cpu_seconds(pid) <= at_most_cpu_s for c in clients
                                   for pid in children_running(c, b"flwr-clientapp")), timeout, 0.02) is not None
 
 
@@ -116,18 +118,22 @@ def _named(pids: list[int]) -> dict[int, str]:
 def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
     fault_row.injected = ("client 1 mid-round: SIGTERM to its daemon (round 2), then SIGKILL to its daemon alone "
                           "(round 4); restarted each time")
-    # 100 epochs of digits: seconds of training per round, so a signal lands while the board trains
-    # (a round of 1 epoch is over in a fraction of a second with the warm client).
-    fed = federation(task="digits", num_partitions=2, rounds=5, min_clients=2, local_epochs=100, round_timeout=60.0)
+    # 300 epochs of digits: about 4 s of training per round, so a signal lands while the board trains
+    # (a round of 1 epoch is over in a fraction of a second with the warm client), even when this test's
+    # poll runs a second or two late on a busy machine.
+    fed = federation(task="digits", num_partitions=2, rounds=5, min_clients=2, local_epochs=300, round_timeout=60.0)
     server = fed.start_server()
     clients = [fed.start_client(0), fed.start_client(1)]
     fed.wait_for("round 1 in the metrics", lambda: rounds(fed) == [1], timeout=180)
     figures = {}
+    offset = 0  # where the running client 1's part of its log begins
     for round_, how in ((2, signal.SIGTERM), (4, signal.SIGKILL)):
         daemon = clients[1]
         fed.wait_for(f"round {round_ - 1} in the metrics", lambda round_=round_: len(rounds(fed)) >= round_ - 1,
                      timeout=120)
-        assert _wait_mid_round([daemon], training_cpu_s=0.3), f"client 1 never started training round {round_}"
+        # Early in the round's ~4 s of training: not the last round's ClientApp on its way out.
+        assert _wait_mid_round([daemon], training_cpu_s=0.3, at_most_cpu_s=1.5), \
+            f"client 1 never started training round {round_}"
         node = re.findall(r"registered with \S+ as node (-?\d+)", daemon.log())[-1]
         tree = processes_named(daemon.process.pid, b"")
         names = _named(tree)
@@ -135,6 +141,9 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
         dead = _death_times(tree + [daemon.process.pid], timeout=10)
         killed_at = time.monotonic()
         daemon.process.wait(10)
+        # The signal came while client 1 trained, as meant: not after it had trained (and maybe replied).
+        assert f"round {round_} train:" not in daemon.log()[offset:], \
+            f"the {how.name} came after client 1 had trained round {round_}: {daemon.log()[offset:][-2000:]}"
         order = sorted(dead, key=dead.get)
         say(f"{how.name} to client 1's daemon (node {node}) in round {round_}: "
             + ", ".join(f"{names.get(pid, 'daemon')} gone at {dead[pid]:.2f} s" for pid in order))
@@ -153,6 +162,11 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
             assert last_child <= 1.5, f"the last child went {last_child:.2f} s after its daemon's SIGKILL"
         offset = len(daemon.log())
         clients[1] = fed.start_client(1)
+        # The round the board left counts it out, by name: its node id, never the SuperLink's id, and its cid
+        # once the server has heard from that node (it trained the round before).
+        fed.wait_for(f"round {round_} in the metrics", lambda round_=round_: round_ in rounds(fed), timeout=120)
+        failures = {r["round"]: r for r in fed.metrics()}[round_]["failures"]
+        assert [(f["node"], f["cid"]) for f in failures] == [(int(node), 1)], failures
         fed.wait_for(f"the restarted client to train round {round_ + 1}",
                      lambda round_=round_, offset=offset:
                      f"round {round_ + 1} train: " in clients[1].log()[offset:], timeout=120)
@@ -161,11 +175,6 @@ def test_client_stopped_and_sigkilled_mid_round(federation, fault_row):
         assert f"round {round_ - 1} train:" not in clients[1].log()[offset:], clients[1].log()[offset:]
         say(f"client 1 restarted; trained round {round_ + 1} {figures[f'{how.name} -> next trained round']:.1f} s "
             "after the signal")
-        records = {r["round"]: r for r in fed.metrics()}
-        failures = records[round_]["failures"]
-        # The round the board left counts it out, by name: its node id, never the SuperLink's id, and its cid
-        # once the server has heard from that node (it trained the round before).
-        assert [(f["node"], f["cid"]) for f in failures] == [(int(node), 1)], failures
     fed.wait_for("the server to finish", lambda: not server.alive(), timeout=240)
     assert server.process.returncode == 0, server.log()
     records = fed.metrics()
