@@ -138,7 +138,12 @@ class RunDriver:
                 return info
         self.on_stop()  # first: see SuperLink.end_serverapps
         try:
-            self.control.stop(run_id)
+            # A run its ServerApp finished just before the stop (before on_stop ended the ServerApp;
+            # this loop asks only every poll_s) is left as it ended: StopRun on a finished run makes
+            # the SuperLink log "Cannot stop run ... already finished" at ERROR. With its ServerApp
+            # gone, nothing else can finish it between this question and the stop.
+            if not self.control.run(run_id).finished:
+                self.control.stop(run_id)
         except ControlError:
             pass
         return None

@@ -110,7 +110,7 @@ def test_an_unwritable_state_dir_ends_the_daemon_at_once(tmp_path):
 
 def test_stopping_stops_the_run_after_ending_its_serverapp(tmp_path):
     stopping = threading.Event()
-    runs = SuperLinkRuns([("finished:completed", 3)])
+    runs = SuperLinkRuns([("running", 1)])  # still running when the stop comes
     runs.unreachable_once = True
     driver, events = _driver(tmp_path, runs, stopping=stopping, on_poll=stopping.set)
     stop = runs.stop
@@ -125,3 +125,13 @@ def test_nothing_is_submitted_when_every_round_is_done(tmp_path):
     runs.done = 3
     driver, _ = _driver(tmp_path, runs)
     assert driver.drive(b"fab", {}) is True and runs.submitted == []
+
+
+def test_a_run_that_finished_as_the_stop_came_is_not_stopped_again(tmp_path):
+    """Its ServerApp completed it between two polls: StopRun would make the SuperLink log an ERROR
+    ("Cannot stop run ... already finished") for a planned stop."""
+    stopping = threading.Event()
+    runs = SuperLinkRuns([("finished:completed", 3)])
+    driver, events = _driver(tmp_path, runs, stopping=stopping, on_poll=stopping.set)
+    assert driver.drive(b"fab", {}) is False
+    assert events == ["serverapps ended"] and runs.stopped == []
