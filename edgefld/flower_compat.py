@@ -20,8 +20,9 @@ places in Flower it goes): a FAB check where a run's FAB is first fetched
 (refuse_fabs), every Fleet client's httpx client handed over to be bounded
 (on_protobuf_clients), a reply push seen from its first byte to its end
 (on_reply_pushes), Flower's stop-signal handlers wrapped (wrap_stop_handlers),
-an exit handler run first (on_exit), and the node id or the server's refusal
-code read from the Fleet client's answers (report_admission), not from the log.
+an exit handler run first (on_exit), the node id or the server's refusal
+code read from the Fleet client's answers (report_admission), not from the log,
+and a server that no longer knows the node left quietly (leave_when_forgotten).
 The SuperLink's: its FAB checks at StartRun and PullTaskInput
 (refuse_superlink_runs; edgefld.server.link holds the policy). The warm runtime
 (edgefld.client.warm) claims ClientApp tasks as Flower's SuperExec does
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     import httpx
 
 FLOWER_VERSION = "1.42.0"
+# flower-superlink --database for state kept in the process's memory, not in SQLite
+# (flwr.supercore.constant.FLWR_IN_MEMORY_DB_NAME: InMemoryLinkState and InMemoryObjectStore).
+SUPERLINK_STATE_IN_MEMORY = ":flwr-in-memory:"
 
 # A SuperNode pulling a missing object from the server (its sender still uploading) asks again after
 # 0.05 s, doubling up to 0.5 s: Flower's 1 s first retry alone exceeds a round's budget, and a fleet's
@@ -690,6 +694,52 @@ def report_admission(registered: Callable[[int], None], refused: Callable[[int],
 
 # The Fleet API calls by which a SuperNode is admitted (RegisterNode only when it has no node key).
 ADMISSION_METHODS = ("RegisterNode", "ActivateNode")
+# The Fleet API calls a SuperNode makes as an admitted node, each signed and checked against the
+# SuperLink's node registry (flwr/superlink/routers/fleet/node_auth.py::authenticate_node).
+NODE_METHODS = ("SendNodeHeartbeat", "PullMessages", "PushMessages", "GetRun", "GetFab", "PushObject", "PullObject",
+                "ConfirmMessageReceived")
+
+
+def leave_when_forgotten(forgotten: Callable[[], None]) -> None:
+    """``forgotten()``, once, when the SuperLink answers one of an admitted node's calls with 401: it no
+    longer knows the node (it restarted: its state is in memory) or no longer accepts its signature.
+
+    Flower leaves only on a heartbeat's 401 (SIGINT to itself, at most 30 s later); any other call's 401
+    is logged at ERROR first: a reply being pushed ("Failed to send message ..."), a poll (the Fleet
+    connection's own ERROR line as it gives up). So every node call's 401 goes to ``forgotten`` (the
+    policy's exit), and the call ends as one for a run that is no longer running: Flower's loop drops
+    the message or reply at INFO (RunNotRunningException, which no ``except Exception`` catches). A
+    heartbeat's 401 is answered as a success instead, so that Flower does not signal a second exit."""
+    import httpx
+    from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatResponse
+    from flwr.supercore.run import RunNotRunningException
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from google.protobuf.message import Message as ProtoMessage
+
+    told: list[bool] = []
+    lock = threading.Lock()
+
+    def leaving(name: str, method: Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]
+                ) -> Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]:
+        def call(self: FleetHttpClient, request: ProtoMessage) -> ProtoMessage:
+            try:
+                return method(self, request)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != httpx.codes.UNAUTHORIZED:
+                    raise
+            with lock:
+                first = not told
+                told.append(True)
+            if first:
+                forgotten()
+            if name == "SendNodeHeartbeat":
+                return SendNodeHeartbeatResponse(success=True)
+            raise RunNotRunningException
+
+        return call
+
+    for name in NODE_METHODS:
+        _patch(FleetHttpClient, name, leaving(name, _original(FleetHttpClient, name)))
 
 
 # --- the SuperLink (edgefld.server.link, run through edgefld.flower_entry) ------------------------------

@@ -8,8 +8,8 @@ daemon by more than about a second:
 
 - each child we start leads a new process group and gets PR_SET_PDEATHSIG
   (``spawn``); the SuperNode turns it into an orderly leave
-  (edgefld.client.supernode), the SuperLink simply dies (SQLite keeps its
-  database consistent);
+  (edgefld.client.supernode), the SuperLink simply dies (its state is in
+  its memory: nothing on disk to leave half-written);
 - the warm runtime (edgefld.client.warm) forks the SuperNode and the ClientApps
   itself, each with a parent-death signal, and stops them in order;
 - Flower starts its own children by name from PATH: ``flower_environment``

@@ -38,6 +38,7 @@ from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.superexec.run_superexec import run_superexec
+from flwr.superlink import config_loader
 from flwr.superlink.grid import http_grid
 from flwr.superlink.grid.http_grid import HttpGrid
 from flwr.superlink.servicer.runtime import runtime_handlers
@@ -66,12 +67,14 @@ PINNED = [
      "it sends every reply get_messages_legacy(is_reply=True) gives, blocking (time.sleep(0.5)) only while "
      "there is none (edgefld calls it only when one waits) or while a reply's objects are still coming; "
      "each push begins with a call of its keyword argument send, and reads each object with its keyword argument "
-     "object_store's get, b\"\" (sleeping 0.5 s) while the ClientApp has not uploaded it (on_reply_pushes)"),
+     "object_store's get, b\"\" (sleeping 0.5 s) while the ClientApp has not uploaded it (on_reply_pushes); a "
+     "RunNotRunningException while pushing drops the reply at INFO (leave_when_forgotten)"),
     (supernode_internal._pull_and_store_message, "eaf5d0e36dc34e4c",
      "a message whose run stops while it is received stays stored (its reply comes later, unasked); a new "
      "run's FAB comes from its keyword argument get_fab, after receive(), before anything is stored (refuse_fabs); "
      "it creates the ClientApp's task (its keyword argument state's create_task) before it pulls the message's "
-     "objects (node_state_events: the warm runtime claims the task as it is created)"),
+     "objects (node_state_events: the warm runtime claims the task as it is created); a RunNotRunningException "
+     "anywhere in it, receive() included, drops the message at INFO (leave_when_forgotten)"),
     (supernode_internal._insert_message, "a0c6f4605e993f04",
      "it stores a reply in the node state and its objects in the store, as Flower's own FAB-verification "
      "error reply is stored (refuse_fabs)"),
@@ -81,8 +84,13 @@ PINNED = [
     (fleet_http_connection.http_request_response, "b80ca36779c2657f",
      "the SuperNode is admitted by its FleetHttpClient's RegisterNode (without a node key) and ActivateNode, "
      "whose response's node_id is the node id; a refusal is an httpx.HTTPStatusError whose body is Flower's "
-     "error JSON, given up on at once for a 412 (report_admission)"),
+     "error JSON, given up on at once for a 412 (report_admission); afterwards every call goes through the "
+     "FleetHttpClient's methods, a heartbeat's 401 makes it SIGINT itself, and any other call's error propagates "
+     "(leave_when_forgotten)"),
     (FleetHttpClient.RegisterNode, "86626f63e2f0fc25", "RegisterNode answers a RegisterNodeFleetRequest"),
+    (config_loader.get_objectstore_linkstate_factories, "9f697d33f4936d22",
+     "the SuperLink's LinkState and ObjectStore both come from its --database, Flower's in-memory ones for "
+     "SUPERLINK_STATE_IN_MEMORY"),
     (FleetHttpClient.ActivateNode, "560fe67fc99714e1", "ActivateNode answers with an ActivateNodeResponse"),
     (FlowerError.from_json, "b50b62374038193d",
      "it reads the code of an HTTP error body {code, detail} (report_admission)"),
@@ -605,6 +613,59 @@ def test_the_node_id_and_the_servers_refusal_code_are_read_from_the_fleet_client
         for name, method in saved.items():
             setattr(FleetHttpClient, name, method)
         server.close()
+
+
+def test_a_server_that_forgot_the_node_makes_it_leave_once_and_its_calls_end_as_for_a_stopped_run():
+    import httpx
+    from flwr.proto.fleet_pb2 import PullMessagesRequest, PushMessagesRequest
+    from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatRequest
+    from flwr.proto.message_pb2 import PushObjectRequest
+    from flwr.proto.node_pb2 import Node
+    from flwr.supercore.run import RunNotRunningException
+
+    forgotten = b'{"detail": "Invalid SuperNode authentication"}'  # what node_auth.authenticate_node answers
+    server = _FleetServer({"/v1/fleet/pull-messages": (401, forgotten), "/v1/fleet/push-messages": (401, forgotten),
+                           "/v1/fleet/push-object": (500, b'{"detail": "boom"}'),
+                           "/v1/fleet/send-node-heartbeat": (401, forgotten)})
+    saved = {name: vars(FleetHttpClient)[name] for name in flower_compat.NODE_METHODS}
+    left: list[str] = []
+    try:
+        flower_compat.leave_when_forgotten(lambda: left.append(threading.current_thread().name))
+        node = Node(node_id=7)
+        with FleetHttpClient.from_server_address(server.address, True, None, interceptors=[]) as client:
+            # Not an Exception: Flower's `except Exception` (ERROR lines) lets it through to its INFO handlers.
+            assert not issubclass(RunNotRunningException, Exception)
+            with pytest.raises(RunNotRunningException):
+                client.PullMessages(PullMessagesRequest(node=node))
+            assert len(left) == 1
+            with pytest.raises(RunNotRunningException):
+                client.PushMessages(PushMessagesRequest(node=node))
+            assert client.SendNodeHeartbeat(SendNodeHeartbeatRequest(node=node, heartbeat_interval=30)).success
+            with pytest.raises(httpx.HTTPStatusError):  # any other refusal is Flower's to handle, as before
+                client.PushObject(PushObjectRequest(node=node, run_id=1, object_id="a" * 64, object_content=b"x"))
+        assert len(left) == 1  # the policy's exit, once, whichever calls were refused
+    finally:
+        for name, method in saved.items():
+            setattr(FleetHttpClient, name, method)
+        server.close()
+    # Every call of an admitted node, and no other, is watched: admission has its own refusals.
+    assert set(flower_compat.NODE_METHODS) == {
+        name for name in vars(FleetHttpClient) if name[0].isupper()} - set(flower_compat.ADMISSION_METHODS) - {
+        "DeactivateNode", "UnregisterNode"}
+
+
+def test_the_superlink_keeps_its_state_in_memory_when_told_so():
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+    from flwr.superlink.federation.noop_federation_manager import NoOpFederationManager
+
+    assert flower_compat.SUPERLINK_STATE_IN_MEMORY == FLWR_IN_MEMORY_DB_NAME
+    objects = ObjectStoreFactory(flower_compat.SUPERLINK_STATE_IN_MEMORY)
+    assert type(objects.store()) is InMemoryObjectStore
+    factory = LinkStateFactory(flower_compat.SUPERLINK_STATE_IN_MEMORY, NoOpFederationManager(), objects)
+    assert type(factory.state()) is InMemoryLinkState
 
 
 def test_a_foreign_fab_is_answered_with_flowers_verification_error_and_nothing_of_it_is_stored():

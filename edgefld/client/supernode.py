@@ -23,6 +23,12 @@ deactivates the node, so the server's round counts this board out at once
 instead of after two missed heartbeats, and the process ends there (Flower's
 threads would hold it up to 5 s more).
 
+A server that restarted has forgotten every node (the SuperLink keeps its
+state in memory): the first call it answers with 401 makes the SuperNode leave
+as on a stop, exit status 0, and the daemon starts it again to register afresh
+(_forgotten). Flower would leave too, but only at its next heartbeat, after an
+ERROR line for the reply or poll the server refused.
+
 When the daemon dies (SIGKILL, OOM) the kernel sends PARENT_DEATH_SIGNAL: its
 output pipe is gone, so output goes to /dev/null, and the same orderly exit
 runs within EXIT_BOUND_S: the daemon's tree goes with it within a second.
@@ -175,6 +181,18 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
+def _forgotten() -> None:
+    """The server answered 401: leave as Flower does on a heartbeat's 401 (SIGINT, exit status 0), the
+    reply in flight, if any, dropped (a stop waits for a push: _deferring; this one has ended)."""
+    from logging import WARNING
+
+    from flwr.common.logger import log
+
+    log(WARNING, "the server no longer knows this node (it restarted, or it rejects this board's signed "
+                 "requests: is the board's clock right?): leaving, to register again")
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def end_children_first() -> None:
     """Flower's exit handler that runs first: the ClientApps, then everything else under this SuperNode.
 
@@ -223,6 +241,7 @@ def main() -> None:
     if events is not None:
         flower_compat.report_admission(events.registered, events.refused)
     flower_compat.on_exit(end_children_first)
+    flower_compat.leave_when_forgotten(_forgotten)
     signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
     parent = os.environ.get("EDGEFL_PARENT_PID", "")
     die_with_parent(PARENT_DEATH_SIGNAL, int(parent) if parent.isdigit() else None)

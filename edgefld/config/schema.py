@@ -338,7 +338,7 @@ KEYS: tuple[Key, ...] = (
     Key("server", "data_dir", "path", "/var/lib/edgefl/data",
         doc="Where the server keeps the test split for centralised evaluation."),
     Key("server", "state_dir", "path", "/var/lib/edgefl/server", flag="--state-dir",
-        doc="Server state: Flower's database, the checkpointed global model, metrics.jsonl."),
+        doc="Server state: the checkpointed global model, metrics.jsonl, logs."),
     Key("server", "round_timeout", "float", 600.0, minimum=1.0, maximum=86_400.0,
         doc="Seconds a round waits for the boards' replies; a board that has not answered by then "
             "counts as failed for that round."),

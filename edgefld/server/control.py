@@ -111,7 +111,8 @@ class Control:
         return [NodeRecord(int(n.node_id), bytes(n.public_key), n.name, n.status) for n in response.nodes_info]
 
     def register_node(self, public_key_pem: bytes, name: str) -> int:
-        """Admit a node key (SuperNode authentication); the SuperLink keeps it in its database."""
+        """Admit a node key (SuperNode authentication); the SuperLink keeps it until it stops (in memory: the
+        daemon registers the enrolled keys again at every start, edgefld.server.enrolment)."""
         return int(self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_pem, name=name)).node_id)
 
     def unregister_node(self, node_id: int) -> None:

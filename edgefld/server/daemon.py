@@ -1,7 +1,7 @@
 """The edgefl-server daemon: SuperLink, the Fleet-only door, and the training run to its end.
 
-    config -> SuperLink on 127.0.0.1 (state database under state_dir; node authentication on its
-              own loopback TLS when node_auth is on)
+    config -> SuperLink on 127.0.0.1 (its state in memory; node authentication on its own loopback
+              TLS when node_auth is on)
            -> the enrolled node keys registered with it, kept in step with [server] enrolled_keys
               (edgefld.server.enrolment)
            -> FleetGateway on [server] listen (Fleet API only, re-originated; TLS terminates there)
@@ -37,7 +37,7 @@ from edgefld.server.fab import build_fab
 from edgefld.server.fleet import FleetRegistry
 from edgefld.server.fleet_gateway import FleetGateway, GatewayLimits
 from edgefld.server.progress import ProgressReporter
-from edgefld.server.run_driver import RunDriver, stop_stale_runs
+from edgefld.server.run_driver import RunDriver
 from edgefld.server.superlink import SuperLink
 from edgefld.systemd import Notifier
 from edgefld.tls import ServerSecurity, server_context, server_security
@@ -228,7 +228,6 @@ class ServerDaemon:
             if not self.enrolment.enrolled:
                 log.warning("no board is enrolled yet: every board will be refused until its key is (`edgefl enrol "
                             "KEY.pub`; keys go to %s)", self.server.enrolled_keys)
-        stop_stale_runs(control)  # before the door opens: see stop_stale_runs
         host, port = parse_host_port(self.server.listen)
         self.proxy = FleetGateway(host, port, "127.0.0.1", self.superlink.port, ssl_context=listener_tls,
                                   upstream_ssl=self.superlink.client_context(), on_node_refused=self._node_refused,
@@ -283,7 +282,7 @@ class ServerDaemon:
         deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
         self._stop_gateway()  # already stopped when a run was: then at once
         if self.superlink is not None:
-            # The SuperLink gets what is left, and at least a second to finish SQLite's write in progress.
+            # The SuperLink gets what is left, and at least a second for its orderly exit.
             self.superlink.stop(timeout=max(1.0, deadline - time.monotonic()))
         faulthandler.cancel_dump_traceback_later()
 

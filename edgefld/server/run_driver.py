@@ -38,8 +38,6 @@ RunConfig = dict[str, bool | float | int | str]
 class RunControl(Protocol):
     """Runs on the SuperLink (edgefld.server.control.Control); ControlError when it cannot answer."""
 
-    def runs(self, run_id: int | None = None) -> list[RunInfo]: ...
-
     def run(self, run_id: int) -> RunInfo: ...
 
     def submit(self, fab: bytes, overrides: RunConfig) -> int: ...
@@ -47,22 +45,6 @@ class RunControl(Protocol):
     def stop(self, run_id: int) -> None: ...
 
     def logs(self, run_id: int) -> str: ...
-
-
-def stop_stale_runs(control: RunControl) -> None:
-    """Stop every run left over from before a restart: it has no ServerApp any more.
-
-    Called before the Fleet gateway opens. The SuperLink's database still holds
-    such a run as running, and a board that was pushing a reply when the server
-    went down retries that push on reconnecting. Against a stopped run the
-    retry ends as Flower's "run is not running" (INFO on the board); against a
-    run stopped while the push is in flight, Flower can answer "object not
-    stored", which the board logs at ERROR.
-    """
-    for stale in control.runs():
-        if not stale.finished:
-            log.info("stopping run %d left over from before a restart", stale.run_id)
-            control.stop(stale.run_id)
 
 
 class RunDriver:

@@ -16,18 +16,46 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgefld.errors import EdgeflError
+from edgefld.flower_compat import SUPERLINK_STATE_IN_MEMORY
+from edgefld.flower_entry import SERVERAPP_LOG_ENV
 from edgefld.logs import get_logger
 from edgefld.pki import create_ca, issue_server_cert, write_private, write_public
 from edgefld.procs import flower_environment, free_loopback_port, kill_descendants_named, spawn, stop_tree
-from edgefld.server.superlink_db import prepare_database
 
 log = get_logger("server")
 
 LOOPBACK_TLS_DIR = "loopback-tls"
 
 
+# Where earlier builds of edgefl had the SuperLink keep its state (SQLite), and the files SQLite and
+# edgefl's migration left beside it.
+EARLIER_DATABASE = "superlink.db"
+EARLIER_DATABASE_SIDECARS = ("-wal", "-shm", "-journal", ".new")
+
+
+def remove_earlier_database(state_dir: Path) -> None:
+    """Remove the SuperLink database an earlier edgefl kept: nothing reads it any more. It held Flower's
+    runs, node registrations and messages in flight, none of which edgefl resumes from (see SuperLink)."""
+    removed = []
+    for name in (EARLIER_DATABASE, *(EARLIER_DATABASE + suffix for suffix in EARLIER_DATABASE_SIDECARS)):
+        try:
+            (state_dir / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("removed %s from %s: the SuperLink keeps its state in memory", ", ".join(removed), state_dir)
+
+
 class SuperLink:
-    """SuperLink with its state database under ``state_dir``; Control/Runtime/Fleet on 127.0.0.1:port.
+    """Flower's SuperLink, its state in its memory; Control/Runtime/Fleet on 127.0.0.1:port.
+
+    In memory, not in a database: Flower's SQLite state (SQLAlchemy) cost every Fleet request 10-70 ms of
+    the server's CPU, about half a warm round's overhead (README, "Where a round's time goes"), and a
+    database is something a kill can leave half-migrated. Nothing edgefl needs lives there: a run is
+    resumed from edgefl's own checkpoint, never from Flower's, and the enrolled keys are registered again
+    at every start. A restart forgets the boards' node ids; each board's SuperNode leaves at the first
+    401 and registers again (edgefld.client.supernode).
 
     With ``node_auth`` it checks node keys (``--enable-supernode-auth``), which Flower refuses to do
     without TLS. Boards never see this TLS (edgefl's Fleet proxy terminates theirs): it is a
@@ -71,24 +99,23 @@ class SuperLink:
 
     def start(self, timeout: float = 60.0, keepalive: Callable[[], None] = lambda: None) -> None:
         """Start and wait for /health; ``keepalive`` is called while waiting (the daemon's watchdog)."""
-        database = self.state_dir / "superlink.db"
-        note = prepare_database(database)
-        if note:
-            log.warning("%s", note)
+        remove_earlier_database(self.state_dir)
         security = self._loopback_tls_args() if self.node_auth else ["--insecure"]
         argv = [
             *self.command(), *security, "--host", "127.0.0.1", "--port", str(self.port),
-            "--database", str(database), "--disable-runtime-dependency-installation",
+            "--database", SUPERLINK_STATE_IN_MEMORY, "--disable-runtime-dependency-installation",
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as output:
-            # Killed outright if this daemon dies: its state is SQLite's to keep consistent, and its
-            # superexec and ServerApp go with it (edgefld.procs).
+            # Killed outright if this daemon dies: its state is in its memory, and its superexec and
+            # ServerApp go with it (edgefld.procs).
             self.process = spawn(argv, flower_environment(self.state_dir / "flwr", {
                 # The SuperLink's SuperExec looks for a ServerApp to start: once per run (the daemon's
                 # start or restart), so a start within 4 s is soon enough; every poll costs the
                 # SuperLink a request for as long as the server runs, idle or not.
-                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "4"}), output,
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "4",
+                # The ServerApps' output, which Flower's SuperExec would throw away (edgefld.flower_entry).
+                SERVERAPP_LOG_ENV: str(self.log_path.with_name("serverapp.log"))}), output,
                                  parent_death=signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

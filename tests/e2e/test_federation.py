@@ -11,6 +11,7 @@ import pytest
 
 from edgefld.cli.main import main as edgefl_main
 from tests.e2e.federation import descendants
+from tests.faults.helpers import error_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -103,13 +104,16 @@ def test_server_killed_mid_run_resumes_from_its_checkpoint(federation):
                                       "wall_seconds")})
     log = restarted.log()
     assert "resuming: rounds 1" in log
-    # The killed server's run, still "running" in the SuperLink's database, is stopped before the Fleet
-    # gateway opens: a board's retried push never reaches it half-stopped (run_driver.stop_stale_runs).
-    assert "left over from before a restart" in log, log
-    assert log.index("left over from before a restart") < log.index("listening on"), log
     assert "task digits: rounds 2..3" in log or "task digits: rounds 3..3" in log
     assert all(c.alive() for c in clients)
     assert fed.metrics()[-1]["clients_ok"] == 2
+    # The restarted SuperLink (state in memory) knew neither board: each left at its first refused call,
+    # without an ERROR line, and registered again.
+    for client in clients:
+        assert "the server no longer knows this node" in client.log(), client.log()
+        assert client.log().count("registered with") >= 2, client.log()
+    errors = error_lines(fed.root)
+    assert not errors, "\n".join(errors)
 
 
 def test_bad_clients_are_reported_on_both_sides_and_the_round_goes_on(federation, mnist_files):

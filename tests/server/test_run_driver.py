@@ -16,21 +16,18 @@ from edgefld.errors import EdgeflError, StateWriteError
 from edgefld.run_state import STATE_WRITE_FAILED
 from edgefld.server.control import ControlError, RunInfo
 from edgefld.server.progress import ProgressReporter
-from edgefld.server.run_driver import MAX_FAILED_SUBMISSIONS, RunConfig, RunDriver, stop_stale_runs
+from edgefld.server.run_driver import MAX_FAILED_SUBMISSIONS, RunConfig, RunDriver
 
 
 class SuperLinkRuns:
-    def __init__(self, outcomes: list[tuple[str, int]], log: str = "", stale: list[RunInfo] | None = None) -> None:
+    def __init__(self, outcomes: list[tuple[str, int]], log: str = "") -> None:
         self.outcomes = outcomes  # per submitted run: its final status, the rounds it completes
         self.log = log
-        self.infos: dict[int, RunInfo] = {info.run_id: info for info in stale or []}
+        self.infos: dict[int, RunInfo] = {}
         self.done = 0  # rounds completed, as the checkpoints would say
         self.submitted: list[RunConfig] = []
         self.stopped: list[int] = []
         self.unreachable_once = True
-
-    def runs(self, run_id: int | None = None) -> list[RunInfo]:
-        return [info for rid, info in sorted(self.infos.items()) if run_id in (None, rid)]
 
     def run(self, run_id: int) -> RunInfo:
         if self.unreachable_once:  # a SuperLink that does not answer once is waited for, not fatal
@@ -65,16 +62,6 @@ def _driver(tmp_path, runs: SuperLinkRuns, total: int = 3, stopping: threading.E
                        on_stop=lambda: events.append("serverapps ended"), poll_s=0.001, run_state_poll_s=0.0,
                        resubmit_pause_s=0.0)
     return driver, events
-
-
-def test_runs_left_over_from_before_a_restart_are_stopped_and_finished_ones_left_alone(caplog):
-    runs = SuperLinkRuns([], stale=[RunInfo(7, "running", "", 0, 0), RunInfo(6, "finished:completed", "", 0, 0),
-                                    RunInfo(8, "pending", "", 0, 0)])
-    with caplog.at_level(logging.INFO, logger="edgefl.server"):
-        stop_stale_runs(runs)
-    assert runs.stopped == [7, 8]
-    assert [r.getMessage() for r in caplog.records] == ["stopping run 7 left over from before a restart",
-                                                        "stopping run 8 left over from before a restart"]
 
 
 def test_a_failed_run_is_resubmitted_until_every_round_is_done(tmp_path, caplog):
