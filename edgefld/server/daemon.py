@@ -263,10 +263,13 @@ class ServerDaemon:
             self.superlink.end_serverapps()
         self._stop_gateway()
 
+    def _stop_by(self) -> float:
+        """When the stop under way must be over: STOP_BUDGET_S from its signal, or from now (no signal)."""
+        return self._stop_deadline or time.monotonic() + STOP_BUDGET_S
+
     def _stop_gateway(self) -> None:
         if self.proxy is not None:
-            deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
-            self.proxy.stop(timeout=min(GATEWAY_STOP_S, max(0.5, deadline - time.monotonic() - 2.0)))
+            self.proxy.stop(timeout=min(GATEWAY_STOP_S, max(0.5, self._stop_by() - time.monotonic() - 2.0)))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -279,7 +282,7 @@ class ServerDaemon:
         self.stopping.set()
 
     def _shutdown(self) -> None:
-        deadline = self._stop_deadline or time.monotonic() + STOP_BUDGET_S
+        deadline = self._stop_by()
         self._stop_gateway()  # already stopped when a run was: then at once
         if self.superlink is not None:
             # The SuperLink gets what is left, and at least a second for its orderly exit.
