@@ -704,11 +704,14 @@ def leave_when_forgotten(forgotten: Callable[[], None]) -> None:
     """``forgotten()``, once, when the SuperLink answers one of an admitted node's calls with 401: it no
     longer knows the node (it restarted: its state is in memory) or no longer accepts its signature.
 
-    Flower leaves only on a heartbeat's 401 (SIGINT to itself, at most 30 s later); any other call's 401
-    is logged at ERROR first: a reply being pushed ("Failed to send message ..."), a poll (the Fleet
-    connection's own ERROR line as it gives up). So every node call's 401 goes to ``forgotten`` (the
-    policy's exit), and the call ends as one for a run that is no longer running: Flower's loop drops
-    the message or reply at INFO (RunNotRunningException, which no ``except Exception`` catches). A
+    Flower leaves on a 401 too: its heartbeat, and its retry invoker for every other call, send SIGINT
+    to their own process (the invoker then sleeps 6 s and gives up). But edgefld defers a stop signal
+    while a reply is being pushed (edgefld.client.supernode._deferring), so a 401 in the middle of a
+    push came back to Flower's loop as a failed push, logged at ERROR ("Failed to send message ...
+    401 Unauthorized") before the deferred SIGINT ended the process. So the 401 is caught below the
+    retry invoker, in FleetHttpClient's methods: it goes to ``forgotten`` (the policy's exit), and the
+    call ends as one for a run that is no longer running: Flower's loop drops the message or reply at
+    INFO (RunNotRunningException, which neither the invoker nor any ``except Exception`` catches). A
     heartbeat's 401 is answered as a success instead, so that Flower does not signal a second exit."""
     import httpx
     from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatResponse
@@ -716,8 +719,7 @@ def leave_when_forgotten(forgotten: Callable[[], None]) -> None:
     from flwr.supernode.fleet_http_client import FleetHttpClient
     from google.protobuf.message import Message as ProtoMessage
 
-    told: list[bool] = []
-    lock = threading.Lock()
+    once = threading.Lock()  # taken by the first 401, never released
 
     def leaving(name: str, method: Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]
                 ) -> Callable[[FleetHttpClient, ProtoMessage], ProtoMessage]:
@@ -727,10 +729,7 @@ def leave_when_forgotten(forgotten: Callable[[], None]) -> None:
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != httpx.codes.UNAUTHORIZED:
                     raise
-            with lock:
-                first = not told
-                told.append(True)
-            if first:
+            if once.acquire(blocking=False):
                 forgotten()
             if name == "SendNodeHeartbeat":
                 return SendNodeHeartbeatResponse(success=True)

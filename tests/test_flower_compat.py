@@ -36,6 +36,7 @@ from flwr.supercore.inflatable.inflatable_protobuf_utils import make_pull_object
 from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
 from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supercore.retry import http_retry
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.superexec.run_superexec import run_superexec
 from flwr.superlink import config_loader
@@ -85,9 +86,13 @@ PINNED = [
      "the SuperNode is admitted by its FleetHttpClient's RegisterNode (without a node key) and ActivateNode, "
      "whose response's node_id is the node id; a refusal is an httpx.HTTPStatusError whose body is Flower's "
      "error JSON, given up on at once for a 412 (report_admission); afterwards every call goes through the "
-     "FleetHttpClient's methods, a heartbeat's 401 makes it SIGINT itself, and any other call's error propagates "
-     "(leave_when_forgotten)"),
+     "FleetHttpClient's methods, under its retry invoker (which retries Exceptions only) except the heartbeat, "
+     "whose 401 makes it SIGINT itself (leave_when_forgotten)"),
     (FleetHttpClient.RegisterNode, "86626f63e2f0fc25", "RegisterNode answers a RegisterNodeFleetRequest"),
+    (http_retry.make_simple_http_retry_invoker, "49e12326a4b17e26",
+     "the SuperNode's retry invoker recovers from httpx errors only, so a RunNotRunningException raised by a "
+     "FleetHttpClient method passes through it at once; on a 401 it would SIGINT its own process "
+     "(leave_when_forgotten catches the 401 below it)"),
     (config_loader.get_objectstore_linkstate_factories, "9f697d33f4936d22",
      "the SuperLink's LinkState and ObjectStore both come from its --database, Flower's in-memory ones for "
      "SUPERLINK_STATE_IN_MEMORY"),

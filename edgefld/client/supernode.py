@@ -26,8 +26,8 @@ threads would hold it up to 5 s more).
 A server that restarted has forgotten every node (the SuperLink keeps its
 state in memory): the first call it answers with 401 makes the SuperNode leave
 as on a stop, exit status 0, and the daemon starts it again to register afresh
-(_forgotten). Flower would leave too, but only at its next heartbeat, after an
-ERROR line for the reply or poll the server refused.
+(_forgotten). Flower would leave too, but a 401 met while a reply is pushed
+(when a stop is deferred) ended as a failed push at ERROR first.
 
 When the daemon dies (SIGKILL, OOM) the kernel sends PARENT_DEATH_SIGNAL: its
 output pipe is gone, so output goes to /dev/null, and the same orderly exit
@@ -47,9 +47,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from logging import WARNING
 from pathlib import Path
 from types import FrameType
 
+from flwr.common.logger import log
 from flwr.supernode.cli import flower_supernode
 
 from edgefld import flower_compat
@@ -182,12 +184,8 @@ def _signal(pids: list[int], sig: int) -> None:
 
 
 def _forgotten() -> None:
-    """The server answered 401: leave as Flower does on a heartbeat's 401 (SIGINT, exit status 0), the
-    reply in flight, if any, dropped (a stop waits for a push: _deferring; this one has ended)."""
-    from logging import WARNING
-
-    from flwr.common.logger import log
-
+    """The server answered 401: leave as Flower does on a 401 (SIGINT, exit status 0), the reply in
+    flight, if any, dropped (a stop waits for a push: _deferring; this one has ended)."""
     log(WARNING, "the server no longer knows this node (it restarted, or it rejects this board's signed "
                  "requests: is the board's clock right?): leaving, to register again")
     os.kill(os.getpid(), signal.SIGINT)

@@ -50,8 +50,8 @@ def remove_earlier_database(state_dir: Path) -> None:
 class SuperLink:
     """Flower's SuperLink, its state in its memory; Control/Runtime/Fleet on 127.0.0.1:port.
 
-    In memory, not in a database: Flower's SQLite state (SQLAlchemy) cost every Fleet request 10-70 ms of
-    the server's CPU, about half a warm round's overhead (README, "Where a round's time goes"), and a
+    In memory, not in a database: with Flower's SQLite state (SQLAlchemy) every Fleet request took the
+    SuperLink 10-70 ms, about half a warm round's overhead (README, "Where a round's time goes"), and a
     database is something a kill can leave half-migrated. Nothing edgefl needs lives there: a run is
     resumed from edgefl's own checkpoint, never from Flower's, and the enrolled keys are registered again
     at every start. A restart forgets the boards' node ids; each board's SuperNode leaves at the first
